@@ -1,0 +1,6 @@
+"""comfyline: unattended image series on ComfyUI."""
+
+from importlib.metadata import version as _version
+
+__version__ = _version("comfyline")
+__all__ = ["__version__"]

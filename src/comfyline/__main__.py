@@ -1,0 +1,3 @@
+from comfyline.cli import main
+
+main()

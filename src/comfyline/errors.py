@@ -1,0 +1,213 @@
+"""The one exception hierarchy of comfyline.
+
+Every error we raise on purpose derives from :class:`ComfylineError`; the CLI catches that base
+class alone, prints ``ErrorType: message`` and exits non-zero. Anything else is a bug and shows
+a traceback. Foreign errors (httpx, websockets, sqlite3, yaml, pydantic) are translated where
+they enter, with ``raise ... from exc``.
+
+    ComfylineError
+    ├── ConfigError              a setting or command-line value is unusable
+    ├── OrderError               an order file is invalid (carries every problem found)
+    ├── WorkflowError            a graph cannot be filled: a role is missing or ambiguous
+    │   └── WorkflowCheckFailed  the filled graph does not fit the server's /object_info
+    ├── ComfyError               talking to a ComfyUI server went wrong
+    │   ├── ComfyUnavailable     nothing answers at the URL, or it went away and did not return
+    │   ├── ComfyProtocolError   the server answered something we cannot read
+    │   ├── ComfyTimeout         a call or a prompt ran past its deadline (a stuck prompt)
+    │   ├── ModelNotFound        the checkpoint is not on the server
+    │   ├── PromptRejected       POST /prompt refused the graph (400, or 200 with node_errors)
+    │   ├── ExecutionFailed      the server ran the prompt and it failed (execution_error)
+    │   │   └── OutOfMemory      ... because the GPU (or CPU) ran out of memory
+    │   ├── ExecutionInterrupted the prompt was interrupted (by us or by someone else)
+    │   └── ImageInvalid         an image came back that does not decode or has the wrong size
+    ├── GuardTripped             the GPU did not cool down in time; the order stopped cleanly
+    └── LedgerError              the order's SQLite ledger is unusable
+        └── OrderLocked          another runner is working on the same order
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class ComfylineError(Exception):
+    """Base class of every error comfyline raises on purpose."""
+
+
+class ConfigError(ComfylineError):
+    """A setting or a command-line value cannot be used."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, located as precisely as we can.
+
+    ``str(problem)`` gives the editor-friendly ``file:line:column: field.path: message`` form.
+    """
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}: {field}{self.message}"
+
+
+class OrderError(ComfylineError):
+    """An order file is invalid. ``problems`` holds every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class WorkflowError(ComfylineError):
+    """A workflow graph cannot be filled with an order's values (a role missing or ambiguous)."""
+
+
+class WorkflowCheckFailed(WorkflowError):
+    """A filled graph does not fit what the server has installed. ``problems``: every one."""
+
+    def __init__(self, server: str, problems: Sequence[str]) -> None:
+        self.server = server
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"the workflow does not fit the ComfyUI server at {server} "
+            f"({len(self.problems)} problem(s)):\n{lines}"
+        )
+
+
+class ComfyError(ComfylineError):
+    """Talking to a ComfyUI server went wrong."""
+
+
+class ComfyUnavailable(ComfyError):
+    """Nothing answers at the server's URL, or the server went away and did not come back."""
+
+
+class ComfyProtocolError(ComfyError):
+    """The server answered something we cannot read (wrong URL, not ComfyUI, a new format)."""
+
+
+class ComfyTimeout(ComfyError):
+    """A call or a prompt ran past its deadline."""
+
+    def __init__(self, message: str, *, prompt_id: str | None = None) -> None:
+        self.prompt_id = prompt_id
+        super().__init__(message)
+
+
+class ModelNotFound(ComfyError):
+    """The checkpoint asked for is not on the server. ``available`` lists those that are."""
+
+    def __init__(self, name: str, available: Sequence[str], server: str) -> None:
+        self.name = name
+        self.available = tuple(available)
+        listed = ", ".join(self.available) if self.available else "none"
+        super().__init__(
+            f"checkpoint {name!r} is not on the ComfyUI server at {server} "
+            f"(available: {listed}); put it in ComfyUI's models/checkpoints folder "
+            "or name one of those"
+        )
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One per-input error from ComfyUI's ``node_errors`` (or an execution error's node)."""
+
+    node_id: str
+    class_type: str
+    type: str
+    message: str
+    details: str = ""
+    input_name: str | None = None
+
+    def __str__(self) -> str:
+        where = f"node {self.node_id} ({self.class_type})"
+        if self.input_name:
+            where += f" input {self.input_name!r}"
+        details = f": {self.details}" if self.details else ""
+        return f"{where}: {self.type}: {self.message}{details}"
+
+
+class PromptRejected(ComfyError):
+    """POST /prompt refused the graph: a 400, or a 200 whose ``node_errors`` is not empty."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str,
+        node_errors: Sequence[NodeError] = (),
+        status_code: int,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.error_type = error_type
+        self.node_errors = tuple(node_errors)
+        self.status_code = status_code
+        self.raw = raw or {}
+        detail = "; ".join(str(e) for e in self.node_errors)
+        super().__init__(f"{message}{': ' + detail if detail else ''}")
+
+
+class ExecutionFailed(ComfyError):
+    """The server ran the prompt and a node raised (WS ``execution_error``)."""
+
+    def __init__(
+        self,
+        *,
+        prompt_id: str,
+        node_id: str | None,
+        node_type: str | None,
+        exception_type: str,
+        exception_message: str,
+    ) -> None:
+        self.prompt_id = prompt_id
+        self.node_id = node_id
+        self.node_type = node_type
+        self.exception_type = exception_type
+        self.exception_message = exception_message
+        super().__init__(
+            f"prompt {prompt_id} failed in node {node_id} ({node_type}): "
+            f"{exception_type}: {exception_message.strip()}"
+        )
+
+
+class OutOfMemory(ExecutionFailed):
+    """The prompt failed because the device ran out of memory."""
+
+
+class ExecutionInterrupted(ComfyError):
+    """The prompt was interrupted before it finished (``execution_interrupted``)."""
+
+    def __init__(self, prompt_id: str, node_id: str | None = None) -> None:
+        self.prompt_id = prompt_id
+        self.node_id = node_id
+        super().__init__(f"prompt {prompt_id} was interrupted at node {node_id}")
+
+
+class ImageInvalid(ComfyError):
+    """An image from /view does not decode, or is not the size that was asked for."""
+
+
+class GuardTripped(ComfylineError):
+    """The hardware guard stopped the run: the card stayed too hot for too long."""
+
+
+class LedgerError(ComfylineError):
+    """The order's ledger (SQLite) cannot be opened or written."""
+
+
+class OrderLocked(LedgerError):
+    """Another runner holds the order's ledger."""

@@ -1,0 +1,57 @@
+"""The one typed settings object, built once in the CLI and passed down.
+
+Precedence, highest first:
+1. command-line options (the CLI passes them as keyword arguments);
+2. environment variables ``COMFYLINE_<FIELD>`` (and ``COMFYUI_URL`` for the server's URL);
+3. the defaults below.
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SensorName = Literal["auto", "nvml", "nvidia-smi", "comfyui", "sim", "none"]
+
+
+class Settings(BaseSettings):
+    """Every tunable of comfyline, with its unit in its name."""
+
+    model_config = SettingsConfigDict(env_prefix="COMFYLINE_", extra="forbid", frozen=True)
+
+    comfyui_url: str = Field(
+        default="http://127.0.0.1:8188",
+        validation_alias=AliasChoices("COMFYLINE_COMFYUI_URL", "COMFYUI_URL", "comfyui_url"),
+        description="Base URL of the ComfyUI server.",
+    )
+    checkpoint: str | None = Field(
+        default=None, description="Checkpoint file name; None: the only one on the server."
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP connect timeout.")
+    http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP call.")
+    first_prompt_timeout_s: float = Field(
+        default=120.0, gt=0, description="Deadline of the first prompt (model loading)."
+    )
+    prompt_timeout_factor: float = Field(
+        default=10.0, gt=1, description="Later prompts: this many times the slowest seen so far."
+    )
+    min_prompt_timeout_s: float = Field(
+        default=30.0, gt=0, description="Later prompts never get less than this."
+    )
+    reconnect_timeout_s: float = Field(
+        default=120.0, ge=0, description="How long to wait for a server that went away."
+    )
+    output_root: Path = Field(
+        default=Path("sd/outputs"), description="Folder under which every order writes."
+    )
+    sensor: SensorName = Field(default="auto", description="Temperature/VRAM sensor to use.")
+    target_temp_c: float = Field(default=78.0, description="Hold new prompts at or above this.")
+    resume_temp_c: float = Field(default=72.0, description="Release held prompts at or below.")
+    critical_temp_c: float = Field(default=83.0, description="Free memory and wait at this.")
+    cool_timeout_s: float = Field(
+        default=600.0, gt=0, description="Give up (stop cleanly) if not cooled by then."
+    )
