@@ -52,3 +52,12 @@ def build_graph(request: GenerationRequest, checkpoint: str) -> Graph:
     graph["7"]["inputs"]["text"] = request.negative
     graph["9"]["inputs"]["filename_prefix"] = request.filename_prefix
     return graph
+
+
+def output_size(graph: Graph) -> tuple[int, int] | None:
+    """The (width, height) the graph's saved images should have, or None when it cannot be told
+    from the graph alone (e.g. an upscale model whose factor only the model file knows)."""
+    for node in graph.values():
+        if node.get("class_type") == "EmptyLatentImage":
+            return int(node["inputs"]["width"]), int(node["inputs"]["height"])
+    return None
