@@ -4,6 +4,8 @@ codes, and the only ``asyncio.run`` call site."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -17,16 +19,252 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # one error, one line, at any width
+
+
+@app.callback()
+def _root() -> None:
+    """Unattended image series on ComfyUI."""
+    # A callback keeps typer in multi-command mode even while only one command exists.
 
 
 def main() -> None:
     """Entry point of the ``comfyline`` command."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
     except ComfylineError as exc:
         stderr.print(f"[bold red]{type(exc).__name__}[/]: {exc}", highlight=False, markup=True)
         sys.exit(2 if isinstance(exc, OrderError) else 1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C inside a command into Abort
         stderr.print("interrupted")
         sys.exit(130)
+    except typer.TyperException as exc:  # a usage error (missing or wrong arguments): no traceback
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+@app.command("sim")
+def sim_command(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8188, help="TCP port; 0 picks a free one (printed)."),
+    step_ms: float = typer.Option(0.0, help="Milliseconds per sampler step at 512x512."),
+    fixed_ms: float = typer.Option(0.0, help="Fixed milliseconds per executed prompt."),
+    model_load_s: float = typer.Option(0.0, help="Delay of the first prompt (model load)."),
+    checkpoint: list[str] = typer.Option(  # noqa: B008 - typer's way
+        ["sim-sd15.safetensors"], help="Checkpoint name the server offers (repeatable)."
+    ),
+    lora: list[str] = typer.Option([], help="LoRA name the server offers (repeatable)."),  # noqa: B008
+    upscale_model: list[str] = typer.Option(  # noqa: B008
+        [], help="Upscale model name the server offers (repeatable)."
+    ),
+    object_info: list[Path] = typer.Option(  # noqa: B008
+        [], help="Extra object_info JSON file: custom node classes (repeatable)."
+    ),
+    thermal: bool = typer.Option(
+        False, help="Simulate the card's temperature (blackout past 85 °C)."
+    ),
+    room_c: float = typer.Option(25.0, help="Room temperature for the thermal model."),
+    time_scale: float = typer.Option(1.0, help="Real seconds per simulated second."),
+    output_dir: Path = typer.Option(Path("comfy-sim/output"), help="Where images are saved."),  # noqa: B008
+) -> None:
+    """Run the built-in ComfyUI simulator (the real protocol, fake images) until Ctrl-C."""
+    from comfyline.sim import SimConfig, ThermalConfig, serve_forever
+
+    config = SimConfig(
+        host=host,
+        port=port,
+        step_s=step_ms / 1000,
+        fixed_prompt_s=fixed_ms / 1000,
+        model_load_s=model_load_s,
+        time_scale=time_scale,
+        checkpoints=tuple(checkpoint),
+        loras=tuple(lora),
+        upscale_models=tuple(upscale_model),
+        object_info_files=tuple(object_info),
+        output_dir=output_dir,
+        thermal=ThermalConfig(room_c=room_c) if thermal else None,
+    )
+
+    def listening(url: str) -> None:
+        print(f"ComfyUI simulator listening on {url}", flush=True)
+
+    serve_forever(config, listening)
+
+
+@app.command("smoke-test")
+def smoke_test_command(
+    comfyui: str | None = typer.Option(
+        None, "--comfyui", help="ComfyUI URL (default: $COMFYUI_URL, then http://127.0.0.1:8188)."
+    ),
+    checkpoint: str | None = typer.Option(None, help="Checkpoint name; default: the only one."),
+    sim: bool = typer.Option(False, "--sim", help="Run on the built-in simulator."),
+    count: int = typer.Option(10, help="Images to generate."),
+    level: str = typer.Option("standard", help="Quality level."),
+    out: Path = typer.Option(Path("sd/outputs/test"), help="Output folder (cleared first)."),  # noqa: B008
+    pause: float | None = typer.Option(None, help="Seconds between images (default: the level's)."),
+    seed: int | None = typer.Option(None, help="First seed (default: random)."),
+) -> None:
+    """Generate COUNT images, print a report and save it as smoke_report.json beside them."""
+    import asyncio
+
+    from comfyline.settings import Settings
+    from comfyline.smoke import SmokeOptions, render_report, run_smoke_test
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    settings = Settings(**overrides)
+    options = SmokeOptions(
+        count=count,
+        level=level,
+        out_dir=out,
+        pause_s=pause,
+        checkpoint=checkpoint,
+        use_sim=sim,
+        seed=seed,
+    )
+    console = Console(highlight=False)
+    report = asyncio.run(run_smoke_test(settings, options, notify=console.print))
+    console.print(render_report(report))
+    console.print(f"Report saved to {out / 'smoke_report.json'}")
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command("validate")
+def validate_command(
+    paths: list[Path] = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="Order files, or folders searched for */project.yaml.", show_default=False
+    ),
+    comfyui: str | None = typer.Option(
+        None,
+        "--comfyui",
+        help="Also check each valid order's graph against this ComfyUI server (no generation).",
+    ),
+) -> None:
+    """Check orders without generating or writing anything; exit 2 if any is invalid.
+
+    Every problem is printed to stderr as ``file:line:column: field: message``.
+    """
+    from comfyline.orders import check_orders
+
+    checks, problems = check_orders(paths)
+    server_failures: list[str] = []
+    for check in checks:
+        if check.ok and check.order is not None and check.plan is not None:
+            typer.echo(
+                f"ok: {check.path} ({check.order.type}, {check.plan.images} images, "
+                f"level {check.order.quality})"
+            )
+            if comfyui:
+                server_failures += _check_on_server(check.path, comfyui)
+        problems += check.problems
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    for failure in server_failures:
+        typer.echo(failure, err=True)
+    if problems or server_failures:
+        bad = sum(1 for check in checks if not check.ok) + len(server_failures)
+        count = len(problems) + len(server_failures)
+        typer.echo(f"{count} problem(s) in {bad or count} order(s)", err=True)
+        raise typer.Exit(code=2)
+
+
+def _check_on_server(path: Path, url: str) -> list[str]:
+    """The server check of one valid order: [] when it fits, else one error text."""
+    import asyncio
+
+    from comfyline.errors import WorkflowError
+    from comfyline.pipeline import check_against_server
+    from comfyline.settings import Settings
+
+    try:
+        typer.echo(asyncio.run(check_against_server(path, Settings(comfyui_url=url))))
+    except WorkflowError as exc:  # the graph does not fit: a finding, like a bad field
+        return [f"{path}: {exc}"]
+    return []
+
+
+@app.command("run-order")
+def run_order_command(
+    path: Path = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="The order: its project.yaml or its folder.", show_default=False
+    ),
+    comfyui: str | None = typer.Option(
+        None, "--comfyui", help="ComfyUI URL (default: $COMFYUI_URL, then http://127.0.0.1:8188)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Run on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Run an order to completion; run it again to resume after a crash or Ctrl-C.
+
+    Images, generation_report.json, the contact sheet and the run chart go to the order's
+    output folder. Exit status 1 when any image failed.
+    """
+    import asyncio
+    import contextlib
+
+    from comfyline.backend import choose_backend
+    from comfyline.pipeline import generate
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    settings = Settings(**overrides)
+    console = Console(stderr=True, highlight=False)
+
+    async def run() -> int:
+        with contextlib.ExitStack() as stack:
+            backend = await choose_backend(
+                settings, stack, force_sim=sim, notify=lambda line: console.print(line)
+            )
+            run_settings = settings.model_copy(update={"comfyui_url": backend.url})
+            report = await generate(
+                path, settings=run_settings, simulated=backend.simulated, console=console
+            )
+        return report.totals.failed + report.totals.missing
+
+    if asyncio.run(run()):
+        raise typer.Exit(code=1)
+
+
+@app.command("status")
+def status_command(
+    paths: list[Path] = typer.Argument(  # noqa: B008 - typer's way
+        None, help="Order files or folders (default: automation/orders).", show_default=False
+    ),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Show each order's life-cycle state and progress, also while a runner works on it."""
+    from rich.table import Table
+
+    from comfyline.orders import find_orders
+    from comfyline.pipeline import order_status
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"output_root": output_root} if output_root is not None else {}
+    settings = Settings(**overrides)
+    files, problems = find_orders(paths or [Path("automation/orders")])
+    table = Table("order", "state", "done", "failed", "total", "runner")
+    for file in files:
+        try:
+            order, status = order_status(file, settings)
+        except ComfylineError as exc:
+            table.add_row(str(file), "invalid", "", "", "", type(exc).__name__)
+            continue
+        if status is None:
+            table.add_row(order.id, "new", "0", "0", "", "")
+            continue
+        c = status.counts
+        runner = f"pid {status.runner_pid}" if status.running else ""
+        table.add_row(
+            order.id, status.order.state.value, str(c.done), str(c.failed), str(c.total), runner
+        )
+    Console().print(table)
+    for problem in problems:
+        typer.echo(str(problem), err=True)

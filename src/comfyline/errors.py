@@ -21,8 +21,9 @@ they enter, with ``raise ... from exc``.
     │   ├── ExecutionInterrupted the prompt was interrupted (by us or by someone else)
     │   └── ImageInvalid         an image came back that does not decode or has the wrong size
     ├── GuardTripped             the GPU did not cool down in time; the order stopped cleanly
-    └── LedgerError              the order's SQLite ledger is unusable
-        └── OrderLocked          another runner is working on the same order
+    ├── LedgerError              the order's SQLite ledger is unusable
+    │   └── OrderLocked          another runner is working on the same order
+    └── OutputError              a result file (report, contact sheet, chart) cannot be written
 """
 
 from __future__ import annotations
@@ -211,3 +212,7 @@ class LedgerError(ComfylineError):
 
 class OrderLocked(LedgerError):
     """Another runner holds the order's ledger."""
+
+
+class OutputError(ComfylineError):
+    """A result file (report, contact sheet, chart, image metadata) cannot be read or written."""

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         default=Path("sd/outputs"), description="Folder under which every order writes."
     )
     sensor: SensorName = Field(default="auto", description="Temperature/VRAM sensor to use.")
+    gpu_index: int = Field(default=0, ge=0, description="Which local GPU NVML/nvidia-smi read.")
+    sensor_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the guard reads the sensor while holding."
+    )
     target_temp_c: float = Field(default=78.0, description="Hold new prompts at or above this.")
     resume_temp_c: float = Field(default=72.0, description="Release held prompts at or below.")
     critical_temp_c: float = Field(default=83.0, description="Free memory and wait at this.")

@@ -1,0 +1,288 @@
+"""Benchmark: the hardware guard against the seed's fixed pause, on the simulator's thermal model.
+
+    .venv/bin/python benchmarks/bench_guard.py [--time-scale 0.2] [--long 300] [--quick]
+
+Each scenario starts a fresh simulator (an idle card) with its thermal model on and runs
+``standard`` images (320x320, 8 steps; 1.54 s of work each, the seed's 3.54 s per image less its
+2.0 s pause) through the real adapter:
+
+- ``seed``: the seed's schedule, one image at a time with a fixed pause after each;
+- ``guard``: comfyline's guard as the adapter's gate (two prompts in flight, pacing by the
+  card's temperature read from the simulator's ``/sim/sensor``);
+- ``off``: no pause at all (two prompts in flight).
+
+Times are the simulator's *model* seconds (real seconds / time_scale). The peak temperature of
+each image is replayed exactly from the thermal model over the prompts' busy times (the peak of
+a die is at the end of its work), so a peak between two sensor reads is not missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.errors import ComfylineError
+from comfyline.generation import GenerationRequest
+from comfyline.guard import Guard, Limits, SimSensor
+from comfyline.presets import get_level, params_for
+from comfyline.settings import Settings
+from comfyline.sim import SimConfig, SimulatorHandle, ThermalConfig, ThermalModel, running_simulator
+
+WORK_S = 1.54  # the seed's 3.54 s per image, less its 2.0 s pause
+LEVEL = "standard"
+
+
+@dataclass
+class RunResult:
+    name: str
+    images: int
+    model_s: float
+    peak_c: float
+    blackouts: int
+    errors: int
+
+    @property
+    def s_per_image(self) -> float:
+        return self.model_s / max(self.images, 1)
+
+    def row(self) -> str:
+        return (
+            f"| {self.name:<34} | {self.images:>4} | {self.model_s:>8.1f} | "
+            f"{self.s_per_image:>6.2f} | {self.peak_c:>6.1f} | {self.blackouts:>3} | "
+            f"{self.errors:>3} |"
+        )
+
+
+HEADER = (
+    "| schedule                           | imgs |  model s |  s/img | peak C | blk | err |\n"
+    "|------------------------------------|------|----------|--------|--------|-----|-----|"
+)
+
+
+def sim_config(out: Path, time_scale: float, room_c: float) -> SimConfig:
+    params = params_for(LEVEL)
+    step_s = WORK_S / params.steps / (params.width * params.height / (512 * 512))
+    return SimConfig(
+        step_s=step_s,
+        time_scale=time_scale,
+        output_dir=out,
+        thermal=ThermalConfig(room_c=room_c),
+    )
+
+
+def requests(n: int, out: Path) -> list[GenerationRequest]:
+    params = params_for(LEVEL)
+    return [
+        GenerationRequest(
+            prompt="a lighthouse at dusk",
+            seed=1000 + i,
+            params=params,
+            output_dir=out,
+            output_stem=f"img_{i:04d}",
+        )
+        for i in range(n)
+    ]
+
+
+def model_clock(time_scale: float) -> Callable[[], float]:
+    return lambda: time.monotonic() / time_scale
+
+
+def model_sleep(time_scale: float) -> Callable[[float], Any]:
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds * time_scale)
+
+    return sleep
+
+
+def replay_peaks(handle: SimulatorHandle, thermal: ThermalConfig, time_scale: float) -> list[float]:
+    """The card's temperature at the end of each prompt's work, replayed on the thermal model
+    from the prompts' start and end times (real monotonic seconds, shared with the simulator)."""
+    sim = handle.simulator
+    t0 = handle.call(lambda s: time.monotonic() - s.model_time() * time_scale)
+    now = [0.0]
+    model = ThermalModel(thermal, lambda: now[0])
+    peaks = []
+    for prompt in sim.stats.prompts:
+        if prompt.cached or prompt.end_s is None:
+            continue
+        now[0] = (prompt.start_s - t0) / time_scale
+        model.set_busy(True)
+        now[0] = (prompt.end_s - t0) / time_scale
+        peaks.append(model.temperature())
+        model.set_busy(False)
+    return peaks
+
+
+async def drive(
+    url: str, n: int, out: Path, schedule: str, time_scale: float, pause_s: float = 2.0
+) -> tuple[int, int]:
+    """Run ``n`` images with ``schedule`` (seed, guard, off); (images made, errors)."""
+    settings = Settings(comfyui_url=url, reconnect_timeout_s=60.0)
+    made = errors = 0
+    async with ComfyUIAdapter(settings) as comfy, httpx.AsyncClient(timeout=5.0) as http:
+        if schedule == "seed":
+            for i, request in enumerate(requests(n, out)):
+                if i:
+                    await asyncio.sleep(pause_s * time_scale)
+                try:
+                    await comfy.generate(request)
+                    made += 1
+                except ComfylineError:
+                    errors += 1
+            return made, errors
+        guard = make_guard(comfy, http, url, time_scale) if schedule == "guard" else None
+        gate = guard.before_prompt if guard is not None else None
+        watcher = asyncio.create_task(guard.watch()) if guard is not None else None
+        try:
+            async for result in comfy.generate_batch(requests(n, out), gate=gate):
+                made += len(result.images)
+                errors += 0 if result.ok else 1
+                if guard is not None:
+                    await guard.after_prompt(len(result.images))
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+    return made, errors
+
+
+def make_guard(
+    comfy: ComfyUIAdapter, http: httpx.AsyncClient, url: str, time_scale: float
+) -> Guard:
+    level = get_level(LEVEL)
+
+    async def free_memory() -> None:
+        await comfy.free_memory(unload_models=False)
+
+    return Guard(
+        SimSensor(url, http),
+        Limits(poll_interval_s=POLL_S),
+        level.pause_s,
+        level.max_batch,
+        clock=model_clock(time_scale),
+        sleep=model_sleep(time_scale),
+        free_memory=free_memory,
+    )
+
+
+def scenario(
+    name: str, schedule: str, n: int, *, room_c: float, time_scale: float, pause_s: float = 2.0
+) -> RunResult:
+    """One run on a fresh simulator (an idle card)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        config = sim_config(out / "comfy", time_scale, room_c)
+        with running_simulator(config) as sim:
+            start = time.monotonic()
+            made, errors = asyncio.run(
+                drive(sim.url, n, out / "ours", schedule, time_scale, pause_s)
+            )
+            model_s = (time.monotonic() - start) / time_scale
+            assert config.thermal is not None
+            peaks = replay_peaks(sim, config.thermal, time_scale)
+            blackouts = int(sim.stats()["blackouts"])
+    return RunResult(name, made, model_s, max(peaks, default=math.nan), blackouts, errors)
+
+
+def seed_pause_for_limit(limit_c: float, n: int, room_c: float) -> float:
+    """The shortest fixed pause (0.1 s steps) that keeps the seed's schedule at or under
+    ``limit_c`` for ``n`` images, found on the thermal model alone (no server)."""
+    pause = 2.0
+    while _seed_peak(pause, n, room_c) > limit_c:
+        pause += 0.1
+    while pause > 0.1 and _seed_peak(pause - 0.1, n, room_c) <= limit_c:
+        pause -= 0.1
+    return round(pause, 1)
+
+
+def _seed_peak(pause_s: float, n: int, room_c: float, overhead_s: float = 0.0) -> float:
+    now = [0.0]
+    model = ThermalModel(ThermalConfig(room_c=room_c), lambda: now[0])
+    peak = 0.0
+    for _ in range(n):
+        model.set_busy(True)
+        now[0] += WORK_S
+        peak = max(peak, model.temperature())
+        model.set_busy(False)
+        now[0] += pause_s + overhead_s
+    return peak
+
+
+POLL_S = 0.1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-scale", type=float, default=0.2)
+    parser.add_argument("--long", type=int, default=300, help="images in the long runs")
+    parser.add_argument("--quick", action="store_true", help="only the 10-image runs")
+    args = parser.parse_args(argv)
+    ts = args.time_scale
+    rows: list[RunResult] = []
+
+    def run(*a: Any, **k: Any) -> RunResult:
+        result = scenario(*a, time_scale=ts, **k)
+        rows.append(result)
+        print(result.row(), flush=True)
+        return result
+
+    print(f"time_scale={ts}, sensor interval {POLL_S} s, limits {Limits()}\n{HEADER}", flush=True)
+    seed10 = run("smoke 10, room 25: seed (2.0 s pause)", "seed", 10, room_c=25)
+    guard10 = run("smoke 10, room 25: guard", "guard", 10, room_c=25)
+    off10 = run("smoke 10, room 25: no pause (guard off)", "off", 10, room_c=25)
+    checks = [
+        (
+            f"smoke: guard {seed10.model_s / guard10.model_s:.2f}x the seed (>= 1.2)",
+            seed10.model_s / guard10.model_s >= 1.2,
+        ),
+        (f"smoke: guard peak {guard10.peak_c:.1f} C <= 78", guard10.peak_c <= 78.0),
+        (f"smoke: guard off blacks out ({off10.blackouts})", off10.blackouts >= 1),
+    ]
+    if not args.quick:
+        n = args.long
+        pause78 = seed_pause_for_limit(78.0, n, 25.0)
+        seed_long = run(f"{n}, room 25: seed (2.0 s pause)", "seed", n, room_c=25)
+        seed78 = run(
+            f"{n}, room 25: seed ({pause78:.1f} s pause: <=78)",
+            "seed",
+            n,
+            room_c=25,
+            pause_s=pause78,
+        )
+        guard_long = run(f"{n}, room 25: guard", "guard", n, room_c=25)
+        seed_hot = run(f"{n}, room 32: seed (2.0 s pause)", "seed", n, room_c=32)
+        guard_hot = run(f"{n}, room 32: guard", "guard", n, room_c=32)
+        checks += [
+            (
+                f"long: guard {guard_long.s_per_image:.2f} s/img vs seed at 78 C "
+                f"{seed78.s_per_image:.2f}",
+                guard_long.s_per_image <= seed78.s_per_image,
+            ),
+            (f"long: guard peak {guard_long.peak_c:.1f} C <= 78", guard_long.peak_c <= 78.0),
+            (f"hot: seed blacks out ({seed_hot.blackouts})", seed_hot.blackouts >= 1),
+            (
+                f"hot: guard peak {guard_hot.peak_c:.1f} C <= 78, blackouts {guard_hot.blackouts}",
+                guard_hot.peak_c <= 78.0 and guard_hot.blackouts == 0,
+            ),
+        ]
+        del seed_long
+    print()
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

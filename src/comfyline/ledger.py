@@ -1,0 +1,871 @@
+"""The order's durable ledger: one SQLite file per order, one writer, every slot's state.
+
+The ledger is how a run survives Ctrl-C, ``kill -9``, a power cut or a restarted ComfyUI without
+losing or duplicating an image. The runner records its *intent* before each side effect: a slot's
+prompt id is written (and fsynced) before the prompt is POSTed, and a slot is marked done only
+after its files are on disk and checked. After a crash, the slots left ``SUBMITTED`` are exactly
+those whose fate the server knows: the runner looks their deterministic prompt ids up in the
+server's history and queue, and collects, waits for, or resubmits each one.
+
+The file lives in the order's output folder (``<output>/.comfyline/ledger.sqlite3``). It is in WAL
+mode with ``synchronous=FULL``, so a committed transaction survives power loss, and every write is
+one short ``BEGIN IMMEDIATE`` transaction on the single writer connection. A second runner is kept
+out by an exclusive ``flock`` on a lock file next to the database; the operating system releases
+it when the holder dies, however it dies, so a crash never leaves a stale lock behind.
+
+``read_status(path)`` reads the ledger without the lock, for ``comfyline status`` while a runner
+is active.
+
+Example::
+
+    with Ledger.open(folder / ".comfyline" / "ledger.sqlite3", order.id, fingerprint) as ledger:
+        ledger.ensure_slots(plan(order))
+        for slot in ledger.pending():
+            attempt = slot.attempt + 1
+            prompt_id = slot_prompt_id(order.id, slot.index, attempt)
+            ledger.mark_submitted(slot.index, prompt_id, attempt)   # before the POST
+            ...
+            ledger.mark_done(slot.index, files, sha256s, seconds)    # after files are checked
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from comfyline.errors import LedgerError, OrderLocked
+from comfyline.schemas.order import OrderState, can_transition
+
+SCHEMA_VERSION = 1
+LEDGER_DIR = ".comfyline"
+LEDGER_FILE = "ledger.sqlite3"
+
+PROMPT_ID_NAMESPACE = uuid.UUID("5b0e6c1e-4f0a-5d1c-9a63-636f6d66796c")
+"""The uuid5 namespace of comfyline's prompt ids. Never change it: running ledgers depend on it."""
+
+
+def ledger_path(output_dir: Path) -> Path:
+    """Where the ledger of the order whose images go to ``output_dir`` lives."""
+    return output_dir / LEDGER_DIR / LEDGER_FILE
+
+
+def slot_prompt_id(order_id: str, index: int, attempt: int) -> str:
+    """The prompt id of a slot's attempt: the same for the same (order, slot, attempt), always.
+
+    The runner sends it with the prompt, so after a crash it can find the prompt again in the
+    server's queue or history.
+    """
+    return str(uuid.uuid5(PROMPT_ID_NAMESPACE, f"{order_id}/{index}/{attempt}"))
+
+
+class SlotState(StrEnum):
+    """The life of one image slot. Legal moves are in ``SLOT_TRANSITIONS``."""
+
+    PLANNED = "planned"  # recorded; not sent (or sent and lost by a restarted server)
+    SUBMITTED = "submitted"  # prompt id recorded; the POST may or may not have reached the server
+    DONE = "done"  # files written, checked and their sha256 recorded (final)
+    FAILED = "failed"  # the last attempt failed, its error recorded; may be retried
+
+
+SLOT_TRANSITIONS: Mapping[SlotState, frozenset[SlotState]] = {
+    SlotState.PLANNED: frozenset({SlotState.SUBMITTED}),
+    # PLANNED again: the server lost the prompt (restarted); resubmit as the next attempt.
+    SlotState.SUBMITTED: frozenset({SlotState.DONE, SlotState.FAILED, SlotState.PLANNED}),
+    SlotState.DONE: frozenset(),
+    # SUBMITTED: retried at once; PLANNED: put back for a later run (e.g. resuming a partial one).
+    SlotState.FAILED: frozenset({SlotState.SUBMITTED, SlotState.PLANNED}),
+}
+
+
+class PlannedSlot(Protocol):
+    """What ``ensure_slots`` needs of a planned slot (``comfyline.orders.Slot`` fits)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def negative(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def params(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SlotError:
+    """Why a slot's last attempt failed: the exception's class name, message and node, if any."""
+
+    type: str
+    message: str
+    node: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> SlotError:
+        """Read type, message and the failing node (``node_id``, as on ComfyError) off ``exc``."""
+        node = getattr(exc, "node_id", None)
+        return cls(type(exc).__name__, str(exc), None if node is None else str(node))
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """One slot as the ledger holds it. ``attempt`` is the number of its latest submission
+    (0: never sent); ``updated`` is a Unix time, the moment of its latest change."""
+
+    index: int
+    key: str
+    prompt: str
+    negative: str
+    seed: int
+    params: dict[str, Any]
+    state: SlotState
+    prompt_id: str | None
+    attempt: int
+    files: tuple[str, ...]
+    sha256s: tuple[str, ...]
+    seconds: float | None
+    error: SlotError | None
+    updated: float
+
+
+@dataclass(frozen=True)
+class SlotCounts:
+    """How many slots are in each state."""
+
+    planned: int = 0
+    submitted: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.planned + self.submitted + self.done + self.failed
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One line of the order's log: a slot's move, or a guard event (``kind`` ``guard.*``)."""
+
+    at: float
+    kind: str
+    index: int | None
+    attempt: int | None
+    prompt_id: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sensor reading during the run; ``images_done`` is counted by the ledger when stored."""
+
+    at: float
+    temperature_c: float | None
+    power_w: float | None
+    vram_free_mb: float | None
+    vram_total_mb: float | None
+    images_done: int
+    note: str
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """The order's row: identity, state, and what must stay the same across runs."""
+
+    order_id: str
+    fingerprint: str
+    state: OrderState
+    seed_base: int | None
+    created: float
+    updated: float
+    comfyline_version: str
+
+
+@dataclass(frozen=True)
+class OrderStatus:
+    """What ``comfyline status`` shows. ``runner_pid`` is set while a runner holds the order."""
+
+    path: Path
+    order: OrderRecord
+    counts: SlotCounts
+    runner_pid: int | None
+    runner_started: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.runner_pid is not None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS "order" (
+    id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    seed_base TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    comfyline_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slot (
+    idx INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    prompt TEXT NOT NULL,
+    negative TEXT NOT NULL,
+    seed TEXT NOT NULL, -- text: ComfyUI seeds reach 2**64 - 1, past SQLite's INTEGER
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    prompt_id TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    files TEXT NOT NULL DEFAULT '[]',
+    sha256s TEXT NOT NULL DEFAULT '[]',
+    seconds REAL,
+    error TEXT,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS slot_state ON slot (state, idx);
+CREATE TABLE IF NOT EXISTS event (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    slot_idx INTEGER,
+    attempt INTEGER,
+    prompt_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS reading (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    temperature_c REAL,
+    power_w REAL,
+    vram_free_mb REAL,
+    vram_total_mb REAL,
+    images_done INTEGER NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+"""
+
+_SLOT_COLUMNS = (
+    "idx, key, prompt, negative, seed, params, state, prompt_id, attempt, files, sha256s, "
+    "seconds, error, updated"
+)
+
+
+class Ledger:
+    """The single writer of one order's ledger. Open it with :meth:`Ledger.open`.
+
+    Every method that changes state commits before it returns, so what it recorded survives a
+    crash the instant after.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        order_id: str,
+        conn: sqlite3.Connection,
+        lock_fd: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.order_id = order_id
+        self._conn = conn
+        self._lock_fd: int | None = lock_fd
+        self._clock = clock
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        order_id: str,
+        fingerprint: str,
+        *,
+        comfyline_version: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
+        """Open (or create) the ledger at ``path`` for ``order_id`` and take the runner's lock.
+
+        Raises :class:`OrderLocked` when another runner holds it, and :class:`LedgerError` when
+        the ledger belongs to another order, or the order changed (another ``fingerprint``) since
+        its first run.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger's folder {path.parent}: {exc}") from exc
+        lock_fd = _take_lock(_lock_path(path), order_id)
+        try:
+            conn = _connect(path)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        ledger = cls(path, order_id, conn, lock_fd, clock)
+        try:
+            ledger._init(fingerprint, comfyline_version)
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        """Close the database and release the lock. Safe to call twice."""
+        if self._lock_fd is None:
+            return
+        try:
+            self._conn.close()
+        finally:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _init(self, fingerprint: str, comfyline_version: str) -> None:
+        with self._write() as cur:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            version = int(
+                cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            )
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"the ledger {self.path} was written by a newer comfyline (ledger schema "
+                    f"{version}, this one reads {SCHEMA_VERSION}); upgrade comfyline to resume"
+                )
+            row = cur.execute('SELECT id, fingerprint FROM "order"').fetchone()
+            if row is None:
+                now = self._clock()
+                cur.execute(
+                    'INSERT INTO "order" VALUES (?, ?, ?, NULL, ?, ?, ?)',
+                    (self.order_id, fingerprint, OrderState.NEW.value, now, now, comfyline_version),
+                )
+                return
+        self._check_identity(row[0], row[1], fingerprint)
+
+    def _check_identity(self, stored_id: str, stored_fp: str, fingerprint: str) -> None:
+        if stored_id != self.order_id:
+            raise LedgerError(
+                f"the ledger {self.path} belongs to order {stored_id!r}, not {self.order_id!r}; "
+                "give each order its own output folder"
+            )
+        if stored_fp != fingerprint:
+            raise LedgerError(
+                f"order {self.order_id!r} was edited after it started: its ledger {self.path} "
+                f"was made for fingerprint {stored_fp[:16]}, the order file now gives "
+                f"{fingerprint[:16]}. Undo the edit to resume the run, or give the order a new id "
+                f"(or delete {self.path.parent}) to start it over"
+            )
+
+    # -- order -------------------------------------------------------------------------
+
+    def order(self) -> OrderRecord:
+        """The order's row."""
+        return _read_order(self._conn, self.path)
+
+    def set_order_state(self, state: OrderState) -> None:
+        """Record the order's next life-cycle state; setting the current one again does nothing.
+
+        Raises :class:`LedgerError` for a move ``ORDER_TRANSITIONS`` does not allow.
+        """
+        new = OrderState(state)
+        with self._write() as cur:
+            old = OrderState(cur.execute('SELECT state FROM "order"').fetchone()[0])
+            if old is new:
+                return
+            if not can_transition(old, new):
+                raise LedgerError(
+                    f"order {self.order_id!r} cannot go from {old} to {new}; "
+                    "an unfinished order is queued again before it runs"
+                )
+            cur.execute('UPDATE "order" SET state = ?, updated = ?', (new.value, self._clock()))
+            self._event(cur, "order." + new.value, detail={"from": old.value})
+
+    def ensure_seed_base(self, candidate: int) -> int:
+        """The order's recorded seed base; ``candidate`` is recorded and returned if none is.
+
+        An order with random seeds draws ``candidate`` once; every later run gets the same one.
+        """
+        with self._write() as cur:
+            row = cur.execute('SELECT seed_base FROM "order"').fetchone()
+            if row[0] is not None:
+                return int(row[0])
+            cur.execute(
+                'UPDATE "order" SET seed_base = ?, updated = ?', (str(candidate), self._clock())
+            )
+        return candidate
+
+    # -- slots ---------------------------------------------------------------------------
+
+    def ensure_slots(self, slots: Iterable[PlannedSlot]) -> int:
+        """Record the planned slots on the first run; check them against the record after.
+
+        Returns how many slots were inserted (0 on a resumed run). Raises :class:`LedgerError` when
+        the plan differs from the recorded one (same fingerprint, different plan: a bug, or a
+        comfyline upgrade that plans differently).
+        """
+        rows = [_slot_row(s) for s in slots]
+        with self._write() as cur:
+            stored = cur.execute(
+                "SELECT idx, key, prompt, negative, seed, params FROM slot"
+            ).fetchall()
+            if not stored:
+                now = self._clock()
+                cur.executemany(
+                    "INSERT INTO slot (idx, key, prompt, negative, seed, params, state, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*r, SlotState.PLANNED.value, now) for r in rows],
+                )
+                return len(rows)
+        self._check_plan(sorted(map(_comparable, rows)), sorted(map(_comparable, stored)))
+        return 0
+
+    def _check_plan(self, planned: list[tuple[Any, ...]], stored: list[tuple[Any, ...]]) -> None:
+        if len(planned) != len(stored):
+            raise LedgerError(
+                f"order {self.order_id!r} now plans {len(planned)} slots but its ledger "
+                f"{self.path} holds {len(stored)}; delete {self.path.parent} to start over"
+            )
+        names = ("index", "key", "prompt", "negative", "seed", "params")
+        for new, old in zip(planned, stored, strict=True):
+            for name, a, b in zip(names, new, old, strict=True):
+                if a != b:
+                    raise LedgerError(
+                        f"order {self.order_id!r}: slot {old[0]} now plans {name} {a!r} but its "
+                        f"ledger {self.path} recorded {b!r}; resume with the comfyline version "
+                        f"that started it, or delete {self.path.parent} to start over"
+                    )
+
+    def slot(self, index: int) -> SlotRecord:
+        """One slot; :class:`LedgerError` if there is no slot ``index``."""
+        row = self._conn.execute(
+            f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)
+        ).fetchone()
+        if row is None:
+            raise LedgerError(f"order {self.order_id!r} has no slot {index} in {self.path}")
+        return _slot_record(row)
+
+    def slots(self, state: SlotState | None = None) -> list[SlotRecord]:
+        """All slots (or those in ``state``), by index."""
+        return list(self.iter_slots(state))
+
+    def iter_slots(self, state: SlotState | None = None) -> Iterator[SlotRecord]:
+        """All slots (or those in ``state``), by index, read lazily (for big orders)."""
+        return _iter_slots(self._conn, state)
+
+    def pending(self) -> list[SlotRecord]:
+        """Slots still to send (``PLANNED``), by index."""
+        return self.slots(SlotState.PLANNED)
+
+    def submitted(self) -> list[SlotRecord]:
+        """Slots sent and not settled: in flight when the last run stopped, to reconcile."""
+        return self.slots(SlotState.SUBMITTED)
+
+    def failed(self) -> list[SlotRecord]:
+        """Slots whose last attempt failed."""
+        return self.slots(SlotState.FAILED)
+
+    def counts(self) -> SlotCounts:
+        """How many slots are in each state."""
+        return _counts(self._conn)
+
+    def mark_submitted(self, index: int, prompt_id: str, attempt: int) -> None:
+        """Record that attempt ``attempt`` of slot ``index`` is about to be sent as ``prompt_id``.
+
+        Call it BEFORE the POST. ``attempt`` must be the slot's ``attempt + 1``.
+        """
+        with self._write() as cur:
+            slot = self._move(cur, index, SlotState.SUBMITTED)
+            if attempt != slot.attempt + 1:
+                raise LedgerError(
+                    f"slot {index} of order {self.order_id!r}: attempt {attempt} submitted, "
+                    f"but the next attempt is {slot.attempt + 1}"
+                )
+            cur.execute(
+                "UPDATE slot SET state = ?, prompt_id = ?, attempt = ?, error = NULL, updated = ? "
+                "WHERE idx = ?",
+                (SlotState.SUBMITTED.value, prompt_id, attempt, self._clock(), index),
+            )
+            self._event(cur, "submitted", index, attempt, prompt_id)
+
+    def record_prompt_id(self, index: int, prompt_id: str) -> None:
+        """Replace a submitted slot's prompt id with the one the server chose (servers that
+        ignore a client's prompt id). Call it before waiting for the prompt."""
+        with self._write() as cur:
+            slot = self._get(cur, index)
+            if slot.state is not SlotState.SUBMITTED:
+                raise LedgerError(
+                    f"slot {index} of order {self.order_id!r} is {slot.state}, not submitted; "
+                    "only a submitted slot's prompt id can change"
+                )
+            cur.execute("UPDATE slot SET prompt_id = ? WHERE idx = ?", (prompt_id, index))
+            self._event(cur, "prompt_id", index, slot.attempt, prompt_id)
+
+    def mark_done(
+        self, index: int, files: Sequence[str], sha256s: Sequence[str], seconds: float
+    ) -> None:
+        """Record that slot ``index`` is finished: its files (paths relative to the output
+        folder) are written, checked, and have these sha256s. Call it after they are on disk."""
+        if len(files) != len(sha256s) or not files:
+            raise LedgerError(
+                f"slot {index} of order {self.order_id!r}: mark_done needs one sha256 per file and "
+                f"at least one file, got {len(files)} file(s) and {len(sha256s)} sha256(s)"
+            )
+        with self._write() as cur:
+            slot = self._move(cur, index, SlotState.DONE)
+            cur.execute(
+                "UPDATE slot SET state = ?, files = ?, sha256s = ?, seconds = ?, error = NULL, "
+                "updated = ? WHERE idx = ?",
+                (
+                    SlotState.DONE.value,
+                    json.dumps(list(files)),
+                    json.dumps(list(sha256s)),
+                    seconds,
+                    self._clock(),
+                    index,
+                ),
+            )
+            self._event(cur, "done", index, slot.attempt, slot.prompt_id, {"files": list(files)})
+
+    def mark_failed(self, index: int, error: BaseException | SlotError) -> None:
+        """Record that the current attempt of slot ``index`` failed, and why."""
+        err = error if isinstance(error, SlotError) else SlotError.from_exception(error)
+        detail = {"type": err.type, "message": err.message, "node": err.node}
+        with self._write() as cur:
+            slot = self._move(cur, index, SlotState.FAILED)
+            cur.execute(
+                "UPDATE slot SET state = ?, error = ?, updated = ? WHERE idx = ?",
+                (SlotState.FAILED.value, json.dumps(detail), self._clock(), index),
+            )
+            self._event(cur, "failed", index, slot.attempt, slot.prompt_id, detail)
+
+    def requeue(self, index: int, reason: str = "") -> None:
+        """Put a submitted or failed slot back to ``PLANNED``; it is sent next as attempt + 1.
+
+        For a prompt the server lost (it restarted), or a failed slot retried in a later run.
+        """
+        with self._write() as cur:
+            slot = self._move(cur, index, SlotState.PLANNED)
+            cur.execute(
+                "UPDATE slot SET state = ?, updated = ? WHERE idx = ?",
+                (SlotState.PLANNED.value, self._clock(), index),
+            )
+            self._event(cur, "requeued", index, slot.attempt, slot.prompt_id, {"reason": reason})
+
+    # -- log -----------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        index: int | None = None,
+        attempt: int | None = None,
+        prompt_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add a line to the order's log. Guard events use kinds ``guard.hold``, ``guard.free``,
+        ``guard.step_down`` (detail ``{"from": ..., "to": ...}``), ``guard.cleanup``,
+        ``guard.stop``; the report lists every ``guard.*`` event."""
+        with self._write() as cur:
+            self._event(cur, kind, index, attempt, prompt_id, dict(detail or {}))
+
+    def record_reading(
+        self,
+        *,
+        temperature_c: float | None = None,
+        power_w: float | None = None,
+        vram_free_mb: float | None = None,
+        vram_total_mb: float | None = None,
+        note: str = "",
+    ) -> None:
+        """Store one sensor reading, with the number of images done at this moment."""
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO reading (at, temperature_c, power_w, vram_free_mb, vram_total_mb, "
+                "images_done, note) SELECT ?, ?, ?, ?, ?, count(*), ? FROM slot WHERE state = ?",
+                (
+                    self._clock(),
+                    temperature_c,
+                    power_w,
+                    vram_free_mb,
+                    vram_total_mb,
+                    note,
+                    SlotState.DONE.value,
+                ),
+            )
+
+    def events(self, kind_prefix: str = "") -> list[LedgerEvent]:
+        """The log, oldest first; only kinds starting with ``kind_prefix`` if given."""
+        rows = self._conn.execute(
+            "SELECT at, kind, slot_idx, attempt, prompt_id, detail FROM event "
+            "WHERE substr(kind, 1, ?) = ? ORDER BY id",
+            (len(kind_prefix), kind_prefix),
+        ).fetchall()
+        return [LedgerEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def readings(self) -> list[Reading]:
+        """The sensor readings, oldest first."""
+        rows = self._conn.execute(
+            "SELECT at, temperature_c, power_w, vram_free_mb, vram_total_mb, images_done, note "
+            "FROM reading ORDER BY id"
+        ).fetchall()
+        return [Reading(*r) for r in rows]
+
+    def summary(self) -> OrderStatus:
+        """The order's row and slot counts (``runner_pid`` is this process)."""
+        _, started = _read_holder(self._lock_fd) if self._lock_fd is not None else (None, None)
+        return OrderStatus(self.path, self.order(), self.counts(), os.getpid(), started)
+
+    # -- internals -----------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One short write transaction; sqlite3 errors become LedgerError."""
+        if self._lock_fd is None:
+            raise LedgerError(f"the ledger {self.path} is closed")
+        try:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                self._conn.rollback()
+                raise
+            self._conn.commit()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the ledger {self.path}: {exc}") from exc
+
+    def _get(self, cur: sqlite3.Cursor, index: int) -> SlotRecord:
+        row = cur.execute(f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise LedgerError(f"order {self.order_id!r} has no slot {index} in {self.path}")
+        return _slot_record(row)
+
+    def _move(self, cur: sqlite3.Cursor, index: int, to: SlotState) -> SlotRecord:
+        slot = self._get(cur, index)
+        if to not in SLOT_TRANSITIONS[slot.state]:
+            allowed = ", ".join(sorted(SLOT_TRANSITIONS[slot.state])) or "none (final)"
+            raise LedgerError(
+                f"slot {index} of order {self.order_id!r} cannot go from {slot.state} to {to} "
+                f"(from {slot.state}: {allowed})"
+            )
+        return slot
+
+    def _event(
+        self,
+        cur: sqlite3.Cursor,
+        kind: str,
+        index: int | None = None,
+        attempt: int | None = None,
+        prompt_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        cur.execute(
+            "INSERT INTO event (at, kind, slot_idx, attempt, prompt_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self._clock(), kind, index, attempt, prompt_id, json.dumps(dict(detail or {}))),
+        )
+
+
+def read_status(path: Path) -> OrderStatus:
+    """Read an order's ledger without taking the runner's lock (works while a runner is active).
+
+    Raises :class:`LedgerError` if there is no ledger at ``path`` or it cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LedgerError(f"no ledger at {path}: the order has not been run yet")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+    try:
+        conn.execute("BEGIN")  # one snapshot for the order row and the counts
+        order, counts = _read_order(conn, path), _counts(conn)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+    finally:
+        conn.close()
+    pid, started = _lock_holder(_lock_path(path))
+    return OrderStatus(path, order, counts, pid, started)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _lock_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".lock")
+
+
+def _take_lock(lock_path: Path, order_id: str) -> int:
+    """Take the exclusive runner lock; write our pid and start time into it for the message
+    another runner gets."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LedgerError(f"cannot open the ledger's lock file {lock_path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe_holder(fd)
+        os.close(fd)
+        raise OrderLocked(
+            f"order {order_id} is already being run by {holder}; wait for it or stop it"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise LedgerError(f"cannot lock {lock_path}: {exc}") from exc
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": started}).encode(), 0)
+    return fd
+
+
+def _read_holder(fd: int) -> tuple[int | None, str | None]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return int(data["pid"]), str(data["started"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None, None  # the holder has not written it yet
+
+
+def _describe_holder(fd: int) -> str:
+    pid, started = _read_holder(fd)
+    if pid is None:
+        return "another process"
+    return f"process {pid} (started {started})"
+
+
+def _lock_holder(lock_path: Path) -> tuple[int | None, str | None]:
+    """Who holds the runner lock, or (None, None). Probes with a shared lock, released at once."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None, None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, started = _read_holder(fd)
+            return (pid or -1), started
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None, None
+    finally:
+        os.close(fd)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: fsync the WAL at every commit, so a committed slot survives power loss.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+    except sqlite3.Error as exc:
+        raise LedgerError(
+            f"cannot open the ledger {path}: {exc}; if the file is damaged, move it away "
+            "to start the order over"
+        ) from exc
+
+
+def _params_json(params: Any) -> str:
+    if hasattr(params, "model_dump"):
+        params = params.model_dump(mode="json")
+    return json.dumps(dict(params), sort_keys=True)
+
+
+def _slot_row(slot: PlannedSlot) -> tuple[Any, ...]:
+    return (
+        int(slot.index),
+        str(slot.key),
+        str(slot.prompt),
+        str(slot.negative),
+        str(int(slot.seed)),
+        _params_json(slot.params),
+    )
+
+
+def _comparable(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A planned or stored slot row with its seed as a number, for comparing and messages."""
+    return (*row[:4], int(row[4]), row[5])
+
+
+def _slot_record(row: Sequence[Any]) -> SlotRecord:
+    error = json.loads(row[12]) if row[12] else None
+    return SlotRecord(
+        index=row[0],
+        key=row[1],
+        prompt=row[2],
+        negative=row[3],
+        seed=int(row[4]),
+        params=json.loads(row[5]),
+        state=SlotState(row[6]),
+        prompt_id=row[7],
+        attempt=row[8],
+        files=tuple(json.loads(row[9])),
+        sha256s=tuple(json.loads(row[10])),
+        seconds=row[11],
+        error=SlotError(**error) if error else None,
+        updated=row[13],
+    )
+
+
+def _iter_slots(conn: sqlite3.Connection, state: SlotState | None) -> Iterator[SlotRecord]:
+    try:
+        if state is None:
+            cur = conn.execute(f"SELECT {_SLOT_COLUMNS} FROM slot ORDER BY idx")
+        else:
+            sql = f"SELECT {_SLOT_COLUMNS} FROM slot WHERE state = ? ORDER BY idx"
+            cur = conn.execute(sql, (SlotState(state).value,))
+        for row in cur:
+            yield _slot_record(row)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger's slots: {exc}") from exc
+
+
+def _counts(conn: sqlite3.Connection) -> SlotCounts:
+    rows = conn.execute("SELECT state, count(*) FROM slot GROUP BY state").fetchall()
+    return SlotCounts(**{SlotState(s).name.lower(): n for s, n in rows})
+
+
+def _read_order(conn: sqlite3.Connection, path: Path) -> OrderRecord:
+    try:
+        row = conn.execute(
+            "SELECT id, fingerprint, state, seed_base, created, updated, comfyline_version "
+            'FROM "order"'
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+    if row is None:
+        raise LedgerError(f"the ledger {path} holds no order; delete it to start over")
+    seed_base = None if row[3] is None else int(row[3])
+    return OrderRecord(row[0], row[1], OrderState(row[2]), seed_base, row[4], row[5], row[6])

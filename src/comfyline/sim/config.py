@@ -1,0 +1,135 @@
+"""The simulator's settings: timing, installed models, faults and the thermal model.
+
+Every duration is in *model* seconds. The simulator sleeps ``duration * time_scale`` real seconds
+for it, and the thermal model advances by the model seconds, so ``time_scale=0.01`` runs a
+300-image thermal benchmark 100x faster than real time with the same temperatures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from comfyline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults to inject. All off by default; settable at run time through ``POST /sim/faults``.
+
+    Prompt counts are 1-based and count every prompt the worker *starts* since the simulator
+    started (restarts do not reset them).
+    """
+
+    #: Fail these prompts (by execution count) with an ``execution_error`` in the sampler.
+    error_on_prompts: tuple[int, ...] = ()
+    #: Fail every prompt whose sampler seed is in this list.
+    error_on_seeds: tuple[int, ...] = ()
+    #: Out-of-memory when width * height * batch of a sampler's latent exceeds this many pixels.
+    oom_above_pixels: int | None = None
+    #: Restart the server (connections dropped, queue/history/cache lost) after this many
+    #: executed prompts (counted since the last restart).
+    restart_after_prompts: int | None = None
+    #: Close every WebSocket (the server stays up) after this many executed prompts.
+    drop_ws_after_prompts: int | None = None
+    #: These prompts (by execution count) never finish until /interrupt or shutdown.
+    stuck_on_prompts: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The faults as a JSON-able dict (the body of ``GET /sim/faults``)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], base: Faults | None = None) -> Faults:
+        """Faults from a (partial) JSON object; keys not given keep ``base``'s values."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown fault setting(s) {unknown}; known ones are {sorted(known)}")
+        changes: dict[str, Any] = {}
+        for key, value in data.items():
+            changes[key] = tuple(int(v) for v in value) if isinstance(value, list) else value
+        return replace(base or cls(), **changes)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class ThermalConfig:
+    """Parameters of the two-time-constant thermal model (see :mod:`comfyline.sim.thermal`)."""
+
+    room_c: float = 25.0
+    #: Steady-state rise over room of the idle card (fans and idle power).
+    idle_rise_c: float = 18.0
+    #: Steady-state rise of the fast (die) part under full load ("heat per busy second" is
+    #: die_rise_c / die_tau_s at the start of work).
+    die_rise_c: float = 56.0
+    #: Time constant of the die part.
+    die_tau_s: float = 3.5
+    #: Steady-state rise of the slow (heatsink) part under full load.
+    sink_rise_c: float = 20.0
+    #: Time constant of the heatsink part.
+    sink_tau_s: float = 400.0
+    #: Past this the simulated card blacks out (the server drops everything and goes away).
+    blackout_c: float = 85.0
+    #: How long a blackout keeps the server away, in model seconds.
+    blackout_s: float = 30.0
+    idle_power_w: float = 25.0
+    busy_power_w: float = 170.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything the simulator can be told. Defaults: as fast as possible, no faults."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: Seconds per sampler step at 512x512, batch 1; scaled linearly by pixels.
+    step_s: float = 0.0
+    #: Fixed seconds per executed (not fully cached) prompt.
+    fixed_prompt_s: float = 0.0
+    #: Delay of the first prompt after start, a restart or /free with unload_models.
+    model_load_s: float = 0.0
+    #: Real seconds per model second (0.01 = 100x faster than real time).
+    time_scale: float = 1.0
+    checkpoints: tuple[str, ...] = ("sim-sd15.safetensors",)
+    loras: tuple[str, ...] = ()
+    upscale_models: tuple[str, ...] = ()
+    #: Scale factor of ImageUpscaleWithModel.
+    upscale_model_factor: int = 4
+    output_dir: Path = Path("comfy-sim/output")
+    temp_dir: Path | None = None
+    #: Where /upload/image puts files and LoadImage reads them (default: beside output_dir).
+    input_dir: Path | None = None
+    #: Extra object_info JSON files: node classes (custom nodes) the server "has installed".
+    object_info_files: tuple[Path, ...] = ()
+    vram_total_bytes: int = 12 * 1024**3
+    #: VRAM taken while a model is loaded.
+    model_vram_bytes: int = 4 * 1024**3
+    faults: Faults = field(default_factory=Faults)
+    #: None: no thermal model (no temperature in /system_stats, /sim/sensor answers 404).
+    thermal: ThermalConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("step_s", "fixed_prompt_s", "model_load_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"SimConfig.{name} must be >= 0 but is {getattr(self, name)}")
+        if self.time_scale <= 0:
+            raise ConfigError(f"SimConfig.time_scale must be > 0 but is {self.time_scale}")
+        # Accept lists for convenience; store tuples so the config stays hashable and frozen.
+        for name in ("checkpoints", "loras", "upscale_models", "object_info_files"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+
+    @property
+    def resolved_temp_dir(self) -> Path:
+        """Where PreviewImage writes (``type: temp``)."""
+        return self.temp_dir or self.output_dir.parent / (self.output_dir.name + "-temp")
+
+    @property
+    def resolved_input_dir(self) -> Path:
+        """Where uploads go and LoadImage reads (``type: input``)."""
+        return self.input_dir or self.output_dir.parent / (self.output_dir.name + "-input")

@@ -1,0 +1,70 @@
+"""Cheap deterministic PNGs standing in for generated images, saved the way ComfyUI saves them.
+
+Each image is a colour gradient chosen by the seed (and the batch index) with the seed and the
+prompt text drawn on it. The API graph goes into the PNG text chunk ``prompt`` and every key of
+``extra_pnginfo`` (the UI ``workflow``) into its own chunk, as ComfyUI's SaveImage does.
+File names follow ComfyUI: ``{prefix}_{counter:05}_.png``, a ``/`` in the prefix makes a
+subfolder, ``%width%``/``%height%`` are replaced, and the counter continues from the files
+already in that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
+
+
+def render(width: int, height: int, seed: int | None, text: str, index: int) -> Image.Image:
+    """One image: a seeded 4-corner gradient (resized from 2x2, so cheap) with text on it."""
+    rng = random.Random(f"{seed}:{index}:{text}")
+    corners = Image.new("RGB", (2, 2))
+    corners.putdata([tuple(rng.randrange(40, 216) for _ in range(3)) for _ in range(4)])
+    image = corners.resize((max(1, width), max(1, height)), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    lines = [f"seed {seed}" + (f" #{index + 1}" if index else "")]
+    lines += textwrap.wrap(text, width=max(8, width // 7))[:6]
+    draw.multiline_text((6, 6), "\n".join(lines), fill=(255, 255, 255))
+    return image
+
+
+def png_info(prompt: dict[str, Any] | None, extra_pnginfo: dict[str, Any] | None) -> PngInfo:
+    """The PNG text chunks ComfyUI writes: ``prompt`` and each key of ``extra_pnginfo``."""
+    info = PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    for key, value in (extra_pnginfo or {}).items():
+        info.add_text(key, json.dumps(value))
+    return info
+
+
+def save_path(output_dir: Path, prefix: str, width: int, height: int) -> tuple[Path, str, str]:
+    """``(folder, subfolder, file name stem)`` for a filename prefix."""
+    prefix = prefix.replace("%width%", str(width)).replace("%height%", str(height))
+    subfolder, _, stem = prefix.rpartition("/")
+    folder = output_dir / subfolder if subfolder else output_dir
+    return folder, subfolder, stem
+
+
+def next_counter(folder: Path, stem: str) -> int:
+    """The first free counter: one past the highest ``{stem}_NNNNN_`` file in the folder."""
+    pattern = re.compile(re.escape(stem) + r"_(\d+)_?\.")
+    highest = 0
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            match = pattern.match(entry.name)
+            if match:
+                highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def save_png(image: Image.Image, path: Path, info: PngInfo) -> None:
+    """Write the image; a low compression level keeps thousands of saves cheap."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", pnginfo=info, compress_level=1)

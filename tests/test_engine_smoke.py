@@ -1,0 +1,108 @@
+"""The smoke test end to end: the CLI command, the user's script, the simulator fallback, the
+report, and the guard against clearing a folder that holds someone else's files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from comfyline.cli import app
+from comfyline.errors import ConfigError
+from comfyline.settings import Settings
+from comfyline.sim import SimulatorHandle
+from comfyline.smoke import REPORT_NAME, SmokeOptions, check_output_folder, run_smoke_test
+
+ROOT = Path(__file__).resolve().parents[1]
+MakeSim = Callable[..., AbstractContextManager[SimulatorHandle]]
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_cli_smoke_test_on_the_simulator_writes_10_images_and_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "sd" / "outputs" / "test"
+    out.mkdir(parents=True)
+    (out / "old_01.png").write_bytes(b"stale image from an earlier run")
+    args = ["smoke-test", "--sim", "--pause", "0", "--out", str(out), "--seed", "5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "built-in simulator" in result.output and "Smoke test" in result.output
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == [f"smoke_{i:02d}.png" for i in range(1, 11)]  # the old file is gone
+    assert sorted(p.name for p in out.iterdir()) == [*pngs, REPORT_NAME]  # no temp files
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert (report["requested"], report["succeeded"], report["failed"]) == (10, 10, 0)
+    assert report["simulated"] is True and report["level"] == "standard"
+    assert [image["seed"] for image in report["images"]] == list(range(5, 15))
+    assert all(image["file"] == f"smoke_{i:02d}.png" for i, image in enumerate(report["images"], 1))
+    assert report["total_s"] > 0 and report["mean_s_per_image"] > 0
+    assert report["gpu_temp_max_c"] is not None and report["vram_total_bytes"] > 0
+
+
+def test_failed_image_makes_the_exit_status_non_zero(make_sim: MakeSim, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with make_sim() as sim:
+        sim.set_faults(error_on_prompts=[2])
+        args = ["smoke-test", "--comfyui", sim.url, "--count", "3", "--pause", "0"]
+        result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert (report["succeeded"], report["failed"]) == (2, 1)
+    assert (
+        report["images"][1]["ok"] is False and "ExecutionFailed" not in report["images"][1]["error"]
+    )
+    assert sorted(p.name for p in out.glob("*.png")) == ["smoke_01.png", "smoke_03.png"]
+
+
+async def test_falls_back_to_the_simulator_when_nothing_answers(tmp_path: Path) -> None:
+    url = _closed_port_url()
+    lines: list[str] = []
+    options = SmokeOptions(count=2, pause_s=0, out_dir=tmp_path / "out", sim_if_unreachable=True)
+    report = await run_smoke_test(Settings(comfyui_url=url), options, notify=lines.append)
+    assert report.simulated and report.succeeded == 2
+    assert lines[0] == (
+        f"No ComfyUI answered at {url}; running on the built-in simulator (images are synthetic)."
+    )
+
+
+@pytest.mark.parametrize("entry", ["module", "script"])
+def test_a_named_url_that_does_not_answer_is_a_one_line_error(entry: str, tmp_path: Path) -> None:
+    url = _closed_port_url()
+    command = (
+        [sys.executable, "-m", "comfyline"]
+        if entry == "module"
+        else [sys.executable, str(ROOT / "scripts" / "smoke_test.py")]
+    )
+    if entry == "module":
+        command.append("smoke-test")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*command, "--comfyui", url, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("ComfyUnavailable: nothing answers at " + url)
+    assert not out.exists()
+
+
+def test_refuses_to_clear_a_folder_with_other_files(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"keep\.txt.*--out"):
+        check_output_folder(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "keep.txt"]
