@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(result.row(), flush=True)
         return result
 
-    print(f"time_scale={ts}, sensor interval {POLL_S} s, limits {Limits()}\n{HEADER}", flush=True)
+    print(f"time_scale={ts}, limits {Limits(poll_interval_s=POLL_S)}\n{HEADER}", flush=True)
     seed10 = run("smoke 10, room 25: seed (2.0 s pause)", "seed", 10, room_c=25)
     guard10 = run("smoke 10, room 25: guard", "guard", 10, room_c=25)
     off10 = run("smoke 10, room 25: no pause (guard off)", "off", 10, room_c=25)

@@ -197,6 +197,10 @@ def run_order_command(
     output_root: Path | None = typer.Option(  # noqa: B008
         None, help="Folder under which orders write (default: sd/outputs)."
     ),
+    pause: float | None = typer.Option(
+        None,
+        help="Seconds between images when no temperature sensor is found (default: the level's).",
+    ),
 ) -> None:
     """Run an order to completion; run it again to resume after a crash or Ctrl-C.
 
@@ -207,14 +211,19 @@ def run_order_command(
     import contextlib
 
     from comfyline.backend import choose_backend
+    from comfyline.orders import load_order
     from comfyline.pipeline import generate
     from comfyline.settings import Settings
 
     overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
     if output_root is not None:
         overrides["output_root"] = output_root
+    if pause is not None:
+        overrides["pause_s"] = pause
     settings = Settings(**overrides)
     console = Console(stderr=True, highlight=False)
+    # An invalid order is reported (exit 2) before any server is contacted or started.
+    load_order(path / "project.yaml" if path.is_dir() else path)
 
     async def run() -> int:
         with contextlib.ExitStack() as stack:

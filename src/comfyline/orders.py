@@ -472,9 +472,21 @@ def _profiles_from(
     return result, problems
 
 
+BUILTIN_PREFIX = "builtin:"
+"""``workflow: builtin:hires_fix`` names a graph shipped with comfyline instead of a file."""
+
+
 def _check_workflow(order: Order, order_dir: Path, doc: YamlDocument) -> list[Problem]:
     if order.workflow is None:
         return []
+    if order.workflow.startswith(BUILTIN_PREFIX):
+        from comfyline.workflows import BUILTIN
+
+        name = order.workflow.removeprefix(BUILTIN_PREFIX)
+        if name in BUILTIN:
+            return []
+        allowed = ", ".join(BUILTIN_PREFIX + b for b in BUILTIN)
+        return [doc.problem(("workflow",), f"no built-in workflow {name!r} (allowed: {allowed})")]
     target = order_dir / order.workflow
     if not _inside(target, project_root(order_dir)):
         return [

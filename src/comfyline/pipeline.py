@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,9 +45,9 @@ from comfyline.errors import (
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import Guard, GuardEvent, Limits, OomRecovery, choose_sensor, describe
 from comfyline.guard.sensors import Sensor
-from comfyline.images import sha256_hex
+from comfyline.images import TEMP_SUFFIX, sha256_hex
 from comfyline.ledger import Ledger, SlotState, ledger_path, read_status, slot_prompt_id
-from comfyline.orders import Plan, Slot, load_order, plan
+from comfyline.orders import BUILTIN_PREFIX, Plan, Slot, load_order, plan
 from comfyline.presets import GenerationParams, get_level
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.reports.charts import CHART_FILE, write_chart
@@ -73,6 +74,9 @@ CANCEL_TIMEOUT_S = 5.0
 """How long Ctrl-C waits for the server to drop our prompts before giving up on it."""
 
 Notify = Callable[[str], None]
+
+_TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}" + re.escape(TEMP_SUFFIX))
+"""The temp files of ``images.write_atomic`` (``.{name}.{12 hex}.tmp``)."""
 
 
 def output_dir(order: Order, settings: Settings) -> Path:
@@ -160,7 +164,11 @@ async def check_against_server(order_path: Path, settings: Settings) -> str:
 
 
 def _workflow(order: Order, order_dir: Path) -> Workflow | None:
-    return Workflow.load(order_dir / order.workflow) if order.workflow else None
+    if order.workflow is None:
+        return None
+    if order.workflow.startswith(BUILTIN_PREFIX):
+        return Workflow.builtin(order.workflow.removeprefix(BUILTIN_PREFIX))
+    return Workflow.load(order_dir / order.workflow)
 
 
 def _request(
@@ -233,6 +241,7 @@ class _Run:
             fingerprint(self.order),
             comfyline_version=__version__,
         ) as self.ledger:
+            _remove_temp_files(self.out)
             self.plan = self._plan()
             self.ledger.ensure_slots(self.plan)
             counts = self.ledger.counts()
@@ -268,10 +277,8 @@ class _Run:
         )
         await self._preflight()
         async with httpx.AsyncClient(timeout=self.settings.http_timeout_s) as http:
-            choice = await choose_sensor(self.settings, self.comfy.url, http)
-            if choice.notice:
-                self.notify(choice.notice)
-            self._make_guard(choice.sensor)
+            # Without a temperature sensor the guard says so once, when it first pauses.
+            self._make_guard((await choose_sensor(self.settings, self.comfy.url, http)).sensor)
             self._move_to(OrderState.RUNNING)
             await self._reconcile()
             for record in self.ledger.failed():
@@ -292,15 +299,17 @@ class _Run:
 
     def _make_guard(self, sensor: Sensor) -> None:
         level = get_level(self.order.quality)
+        pause_s = level.pause_s if self.settings.pause_s is None else self.settings.pause_s
         self.guard = Guard(
             sensor,
             Limits.from_settings(self.settings),
-            level.pause_s,
+            pause_s,
             level.max_batch,
             clock=self.clock,
             sleep=self.sleep,
             free_memory=self._free_memory,
             on_event=self._guard_event,
+            series_pause_s=self.settings.series_pause_s,
         )
         self.oom = OomRecovery(
             self.order.params,
@@ -442,6 +451,12 @@ class _Run:
         self, index: int, result: GenerationResult, error: OutOfMemory
     ) -> None:
         """Free the server's memory and retry once; a second one steps down (batch, then level)."""
+        if result.request.params != self.oom.params:
+            # Sent before a step down (it was queued behind the prompt that caused it): its
+            # OOM says nothing about the smaller settings now in use. Make it again with those.
+            self.ledger.requeue(index, "out of memory at settings already stepped down from")
+            self._retry.append(index)
+            return
         failed_at = describe(result.request.params, self.oom.level)
         decision = await self.oom.on_out_of_memory(error)
         if decision is None:
@@ -527,7 +542,10 @@ class _Run:
     def _finalize(self, state: OrderState) -> GenerationReport:
         if self.ledger.order().state is not state:
             self.ledger.set_order_state(state)
-        report = self._build_report(self.clock() - self.started)
+        self.ledger.record_event("run.end", detail={"seconds": self.clock() - self.started})
+        # The report's wall time is the runner's over all its runs of this order.
+        wall = sum(e.detail.get("seconds", 0.0) for e in self.ledger.events("run.end"))
+        report = self._build_report(wall)
         write_report(self.out / REPORT_FILE, report)
         write_contact_sheets(
             sheet_entries(self.ledger.iter_slots(), self.out), self.out, title=self._title()
@@ -577,13 +595,24 @@ class _Run:
             },
             sale=self.order.sale.model_dump(mode="json") if self.order.sale else None,
             slots=self.ledger.slots(),
-            events=self.ledger.events(),
+            events=self.ledger.events("guard."),  # the report lists only the guard's
             readings=self.ledger.readings(),
             requested=self.plan.images,
             wall_seconds=wall_seconds,
             output_dir=self.out,
             report_dir=self.out,
         )
+
+
+def _remove_temp_files(folder: Path) -> None:
+    """Delete the temp files a runner killed in the middle of an atomic write left behind.
+
+    Called with the order's lock held, so no live runner is writing them. Only the folder
+    itself: images, the report, the sheets and the chart are all written there.
+    """
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        if _TEMP_FILE.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def _mb(total: int | None, used: int | None) -> float | None:

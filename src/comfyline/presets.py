@@ -53,7 +53,9 @@ class QualityLevel(BaseModel):
     max_batch: int = Field(ge=1)
 
 
-def _level(name: LevelName, size: int, steps: int, cfg: float, pause: float, batch: int) -> QualityLevel:
+def _level(
+    name: LevelName, size: int, steps: int, cfg: float, pause: float, batch: int
+) -> QualityLevel:
     params = GenerationParams(width=size, height=size, steps=steps, cfg=cfg)
     return QualityLevel(name=name, params=params, pause_s=pause, max_batch=batch)
 

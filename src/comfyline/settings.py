@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     output_root: Path = Field(
         default=Path("sd/outputs"), description="Folder under which every order writes."
     )
+    pause_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Pause between images when no temperature sensor is available; "
+        "None: the quality level's.",
+    )
+    series_pause_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Cool-down after a level's 'max batch' images in a row, when no temperature "
+        "sensor is available (with one, the card cools to the resume temperature instead).",
+    )
     sensor: SensorName = Field(default="auto", description="Temperature/VRAM sensor to use.")
     gpu_index: int = Field(default=0, ge=0, description="Which local GPU NVML/nvidia-smi read.")
     sensor_interval_s: float = Field(

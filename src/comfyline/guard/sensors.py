@@ -17,7 +17,7 @@ a run, it keeps the reason in ``last_error`` instead. :func:`choose_sensor` pick
 ``none``
     no sensor: the quality level's fixed pause paces the run.
 
-``python -m comfyline.guard.sensors [URL]`` prints one reading of every sensor that answers.
+``python -m comfyline.guard [URL]`` prints one reading of every sensor that answers.
 """
 
 from __future__ import annotations
@@ -558,13 +558,9 @@ async def read_all(comfyui_url: str | None = None) -> dict[str, Reading | str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m comfyline.guard.sensors [COMFYUI_URL]``: print one reading of each sensor."""
+    """``python -m comfyline.guard [COMFYUI_URL]``: print one reading of each sensor."""
     args = list(sys.argv[1:] if argv is None else argv)
     results = asyncio.run(read_all(args[0] if args else None))
     for name, result in results.items():
         print(f"{name}: {result}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -179,11 +179,12 @@ def build_report(
     relative to ``report_dir``. ``requested`` is the number of images the order asked for.
     """
     start = _start_time(slots, events, readings)
+    times = [r.at for r in readings]
     images = [
         img
         for s in slots
         if s.state is SlotState.DONE
-        for img in _images(s, readings, output_dir, report_dir)
+        for img in _images(s, readings, times, output_dir, report_dir)
     ]
     done = [s for s in slots if s.state is SlotState.DONE]
     failed = [s for s in slots if s.state is SlotState.FAILED]
@@ -235,16 +236,20 @@ def _start_time(
     return min(times, default=0.0)
 
 
-def _reading_at(readings: Sequence[Reading], t: float) -> Reading | None:
-    """The latest reading at or before ``t`` (readings are in time order)."""
-    i = bisect.bisect_right([r.at for r in readings], t)
+def _reading_at(readings: Sequence[Reading], times: Sequence[float], t: float) -> Reading | None:
+    """The latest reading at or before ``t`` (``times``: the readings' times, in order)."""
+    i = bisect.bisect_right(times, t)
     return readings[i - 1] if i else None
 
 
 def _images(
-    slot: SlotRecord, readings: Sequence[Reading], output_dir: Path, report_dir: Path
+    slot: SlotRecord,
+    readings: Sequence[Reading],
+    times: Sequence[float],
+    output_dir: Path,
+    report_dir: Path,
 ) -> list[ReportImage]:
-    reading = _reading_at(readings, slot.updated)
+    reading = _reading_at(readings, times, slot.updated)
     return [
         ReportImage(
             index=slot.index,

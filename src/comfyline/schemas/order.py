@@ -368,7 +368,8 @@ class OrderBase(_Model):
     output: OutputSpec = Field(default_factory=OutputSpec, description="Output folder, naming.")
     sale: SaleInfo | None = Field(default=None, description="Sale metadata for the report.")
     workflow: RelativeFile | None = Field(
-        default=None, description="API-format ComfyUI graph, relative to the order file."
+        default=None,
+        description="API-format ComfyUI graph, relative to the order file, or builtin:NAME.",
     )
     nodes: NodeNames = Field(default_factory=NodeNames, description="Nodes named per role.")
     inputs: dict[Annotated[str, Field(max_length=300)], InputValue] = Field(

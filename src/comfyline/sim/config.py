@@ -89,7 +89,8 @@ class SimConfig:
     port: int = 0
     #: Seconds per sampler step at 512x512, batch 1; scaled linearly by pixels.
     step_s: float = 0.0
-    #: Fixed seconds per executed (not fully cached) prompt.
+    #: Fixed seconds per executed (not fully cached) prompt, the simulator's own work (rendering,
+    #: saving) counted in; sampler steps (``step_s``) add to it.
     fixed_prompt_s: float = 0.0
     #: Delay of the first prompt after start, a restart or /free with unload_models.
     model_load_s: float = 0.0

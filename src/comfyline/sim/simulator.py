@@ -131,6 +131,7 @@ class Simulator:
         self.faults: Faults = config.faults
         self.clock = clock
         self._model_clock = _ModelClock(clock, config.time_scale)
+        self._slept_s = 0.0  # real seconds the running prompt spent in simulated work
         self.node_defs = load_node_defs(
             config.checkpoints, config.loras, config.upscale_models, config.object_info_files
         )
@@ -475,12 +476,14 @@ class Simulator:
         self._model_clock.begin_work()
         if self.thermal is not None:
             self.thermal.set_busy(True)
+            run.record.start_temperature_c = round(self.thermal.temperature(), 3)
         try:
-            await self._work(self.config.fixed_prompt_s)
+            started, self._slept_s = asyncio.get_running_loop().time(), 0.0
             for node_id in order:
                 results[node_id] = await self._run_node(run, node_id, results)
                 self.cache[sigs[node_id]] = results[node_id]
                 run.executed.append(node_id)
+            await self._fixed_work(started)
         except nodes.NodeFailure as failure:
             await self._exec_message(run, "execution_error", self._error_data(run, failure))
             return "error"
@@ -493,6 +496,7 @@ class Simulator:
         finally:
             if self.thermal is not None:
                 self.thermal.set_busy(False)
+                run.record.end_temperature_c = round(self.thermal.temperature(), 3)
             self._model_clock.end_work()
         self._check_blackout()
         await self._exec_message(run, "execution_success", {})
@@ -508,7 +512,18 @@ class Simulator:
     async def _work(self, model_seconds: float) -> None:
         if model_seconds > 0:
             await asyncio.sleep(model_seconds * self.config.time_scale)
+            self._slept_s += model_seconds * self.config.time_scale
             self._model_clock.advance(model_seconds)
+        self._check_blackout()
+
+    async def _fixed_work(self, started: float) -> None:
+        """The prompt's fixed time, with the simulator's own work (rendering, saving) counted
+        in, so that ``fixed_prompt_s`` is what one prompt takes, as on a real server."""
+        fixed = self.config.fixed_prompt_s
+        if fixed > 0:
+            overhead = asyncio.get_running_loop().time() - started - self._slept_s
+            await asyncio.sleep(max(0.0, fixed * self.config.time_scale - overhead))
+            self._model_clock.advance(fixed)
         self._check_blackout()
 
     def _check_blackout(self) -> None:

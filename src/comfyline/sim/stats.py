@@ -23,6 +23,10 @@ class PromptRecord:
     status: str = "running"
     #: Every node came from the cache (nothing ran, no file written).
     cached: bool = False
+    #: The card's temperature (thermal model) when the prompt's work started and ended; the end
+    #: is the prompt's peak (a die heats while it works). None: no thermal model, or no work.
+    start_temperature_c: float | None = None
+    end_temperature_c: float | None = None
 
 
 @dataclass
