@@ -8,6 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
+from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     ROOT,
     comfyline,
@@ -21,8 +22,6 @@ from test_pipeline_support import (
     the_plan,
     write_order,
 )
-
-from comfyline.sim import Faults, running_simulator
 
 BAD_ORDERS = ROOT / "tests" / "data" / "bad_orders"
 WORKFLOWS = ROOT / "tests" / "data" / "workflows"

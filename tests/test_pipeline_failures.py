@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from comfyline.reports.png_metadata import read_text_chunks
+from comfyline.reports.report import REPORT_FILE, read_report
+from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     FastTime,
     check_finished,
@@ -23,10 +27,6 @@ from test_pipeline_support import (
     status_of,
     the_plan,
 )
-
-from comfyline.reports.png_metadata import read_text_chunks
-from comfyline.reports.report import REPORT_FILE, read_report
-from comfyline.sim import Faults, running_simulator
 
 
 def test_an_execution_error_is_retried_once_in_the_same_run(tmp_path: Path) -> None:
@@ -115,11 +115,6 @@ def test_out_of_memory_frees_retries_and_steps_down_the_level(tmp_path: Path) ->
         assert (ours["width"], ours["steps"]) == (256, 6)
 
 
-@pytest.mark.xfail(
-    reason="BUG (reports/report.py + ledger): an image's `parameters` in the report are its "
-    "slot's planned ones, not those it was made with after a step down",
-    strict=True,
-)
 def test_the_report_gives_each_image_the_parameters_it_was_made_with(tmp_path: Path) -> None:
     order_file = single_order(tmp_path / "orders", "oom-params", 2, quality="standard")
     faults = Faults(oom_above_pixels=80_000)
@@ -132,28 +127,22 @@ def test_the_report_gives_each_image_the_parameters_it_was_made_with(tmp_path: P
     assert [image.parameters["width"] for image in report.images] == [256, 256]
 
 
-@pytest.mark.xfail(
-    reason="BUG (pipeline/ledger design): after the batch is halved a slot planned for 2 images "
-    "makes 1, the slot is marked done and the order 'completed' with images missing; a re-run "
-    "says nothing to do",
-    strict=True,
-)
-def test_out_of_memory_halves_the_batch_first_and_still_makes_every_image(
-    tmp_path: Path,
-) -> None:
-    # 4 images in 2 slots of batch 2: 2 x 256x256 (131,072 px) is over the limit, 1 fits.
-    order_file = single_order(tmp_path / "orders", "oom-batch", 4, overrides={"batch_size": 2})
-    out_root = tmp_path / "out"
-    faults = Faults(oom_above_pixels=100_000)
+def test_out_of_memory_never_shrinks_a_batch_the_order_asked_for(tmp_path: Path) -> None:
+    # 4 images in 2 slots of batch 2 at `standard`: 2 x 320x320 is over the limit and so is
+    # 1 x 320x320; a batch of 2 at 256x256 (131,072 px) fits. Halving the batch would make
+    # 1 image per slot and silently lose the other, so the run steps down the level instead.
+    order_file = single_order(
+        tmp_path / "orders", "oom-batch", 4, quality="standard", overrides={"batch_size": 2}
+    )
+    faults = Faults(oom_above_pixels=150_000)
     with running_simulator(sim_config(tmp_path, faults=faults)) as sim:
         report, _ = run_in_process(
-            order_file, settings_for(sim.url, out_root), **FastTime().seams()
+            order_file, settings_for(sim.url, tmp_path / "out"), **FastTime().seams()
         )
 
     steps = [e for e in report.guard_events if e.kind == "step_down"]
     assert [(e.step_from, e.step_to) for e in steps] == [
-        ("preview 256x256 batch 2", "preview 256x256 batch 1")
+        ("standard 320x320 batch 2", "preview 256x256 batch 2")
     ]
-    assert report.totals.requested == 4
-    assert report.totals.succeeded == 4, "the order asked for 4 images"
-    assert len(report.images) == 4
+    assert (report.totals.requested, report.totals.succeeded) == (4, 4)
+    assert [image.parameters["width"] for image in report.images] == [256] * 4

@@ -18,6 +18,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from comfyline.ledger import Ledger, ledger_path, slot_prompt_id
+from comfyline.orders import load_order
+from comfyline.pipeline import fingerprint
 from test_pipeline_support import (
     check_finished,
     done_count,
@@ -34,10 +38,6 @@ from test_pipeline_support import (
     the_plan,
     wait_for,
 )
-
-from comfyline.ledger import Ledger, ledger_path, slot_prompt_id
-from comfyline.pipeline import fingerprint
-from comfyline.orders import load_order
 
 KILLS = 20
 IMAGES = 100
@@ -74,7 +74,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
                 # After it made (or collected) 1 to 4 images, anywhere in the next prompt.
                 target = before + rng.randint(1, 4)
                 wait_for(
-                    lambda: done_count(order_file, out_root) >= target or proc.poll() is not None,
+                    lambda target=target, proc=proc: (
+                        done_count(order_file, out_root) >= target or proc.poll() is not None
+                    ),
                     f"the runner to reach {target} images",
                 )
                 time.sleep(rng.uniform(0.0, 0.04))

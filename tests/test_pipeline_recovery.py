@@ -7,6 +7,10 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+from comfyline.ledger import Ledger, ledger_path
+from comfyline.orders import load_order
+from comfyline.pipeline import fingerprint
+from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     check_finished,
     comfyline,
@@ -22,11 +26,6 @@ from test_pipeline_support import (
     temp_files,
     wait_for,
 )
-
-from comfyline.ledger import Ledger, ledger_path
-from comfyline.orders import load_order
-from comfyline.pipeline import fingerprint
-from comfyline.sim import Faults, running_simulator
 
 
 def done_events(order_file: Path, output_root: Path) -> Counter[int | None]:

@@ -262,12 +262,12 @@ def status_command(
     table = Table("order", "state", "done", "failed", "total", "runner")
     for file in files:
         try:
-            order, status = order_status(file, settings)
+            order, status, total = order_status(file, settings)
         except ComfylineError as exc:
             table.add_row(str(file), "invalid", "", "", "", type(exc).__name__)
             continue
         if status is None:
-            table.add_row(order.id, "new", "0", "0", "", "")
+            table.add_row(order.id, "new", "0", "0", str(total), "")
             continue
         c = status.counts
         runner = f"pid {status.runner_pid}" if status.running else ""

@@ -140,6 +140,9 @@ class SlotRecord:
     seconds: float | None
     error: SlotError | None
     updated: float
+    made_with: dict[str, Any] | None = None
+    """The parameters the images were made with, where they differ from ``params`` (the run
+    stepped down after an out-of-memory error)."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,8 @@ CREATE TABLE IF NOT EXISTS slot (
     sha256s TEXT NOT NULL DEFAULT '[]',
     seconds REAL,
     error TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    made_with TEXT -- the parameters it was made with, when they differ from params (step down)
 );
 CREATE INDEX IF NOT EXISTS slot_state ON slot (state, idx);
 CREATE TABLE IF NOT EXISTS event (
@@ -260,7 +264,7 @@ CREATE TABLE IF NOT EXISTS reading (
 
 _SLOT_COLUMNS = (
     "idx, key, prompt, negative, seed, params, state, prompt_id, attempt, files, sha256s, "
-    "seconds, error, updated"
+    "seconds, error, updated, made_with"
 )
 
 
@@ -529,10 +533,16 @@ class Ledger:
             self._event(cur, "prompt_id", index, slot.attempt, prompt_id)
 
     def mark_done(
-        self, index: int, files: Sequence[str], sha256s: Sequence[str], seconds: float
+        self,
+        index: int,
+        files: Sequence[str],
+        sha256s: Sequence[str],
+        seconds: float,
+        made_with: Mapping[str, Any] | None = None,
     ) -> None:
         """Record that slot ``index`` is finished: its files (paths relative to the output
-        folder) are written, checked, and have these sha256s. Call it after they are on disk."""
+        folder) are written, checked, and have these sha256s. Call it after they are on disk.
+        ``made_with``: the parameters used, when they differ from the planned ones."""
         if len(files) != len(sha256s) or not files:
             raise LedgerError(
                 f"slot {index} of order {self.order_id!r}: mark_done needs one sha256 per file and "
@@ -542,13 +552,14 @@ class Ledger:
             slot = self._move(cur, index, SlotState.DONE)
             cur.execute(
                 "UPDATE slot SET state = ?, files = ?, sha256s = ?, seconds = ?, error = NULL, "
-                "updated = ? WHERE idx = ?",
+                "updated = ?, made_with = ? WHERE idx = ?",
                 (
                     SlotState.DONE.value,
                     json.dumps(list(files)),
                     json.dumps(list(sha256s)),
                     seconds,
                     self._clock(),
+                    json.dumps(dict(made_with)) if made_with is not None else None,
                     index,
                 ),
             )
@@ -836,6 +847,7 @@ def _slot_record(row: Sequence[Any]) -> SlotRecord:
         seconds=row[11],
         error=SlotError(**error) if error else None,
         updated=row[13],
+        made_with=json.loads(row[14]) if row[14] else None,
     )
 
 

@@ -46,7 +46,14 @@ from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import Guard, GuardEvent, Limits, OomRecovery, choose_sensor, describe
 from comfyline.guard.sensors import Sensor
 from comfyline.images import TEMP_SUFFIX, sha256_hex
-from comfyline.ledger import Ledger, SlotState, ledger_path, read_status, slot_prompt_id
+from comfyline.ledger import (
+    Ledger,
+    OrderStatus,
+    SlotState,
+    ledger_path,
+    read_status,
+    slot_prompt_id,
+)
 from comfyline.orders import BUILTIN_PREFIX, Plan, Slot, load_order, plan
 from comfyline.presets import GenerationParams, get_level
 from comfyline.progress import ProgressDisplay, Throughput
@@ -101,11 +108,14 @@ def fingerprint(order: Order) -> str:
     return hashlib.sha256(order.model_dump_json().encode("utf-8")).hexdigest()
 
 
-def order_status(order_path: Path, settings: Settings) -> tuple[Order, Any]:
-    """The order at ``order_path`` and its ledger status (None when it never ran)."""
+def order_status(order_path: Path, settings: Settings) -> tuple[Order, OrderStatus | None, int]:
+    """The order at ``order_path``, its ledger status (None when it never ran) and the number
+    of prompts it plans."""
     order = load_order(order_path)
     db = ledger_path(output_dir(order, settings))
-    return order, (read_status(db) if db.exists() else None)
+    status = read_status(db) if db.exists() else None
+    total = status.counts.total if status else len(plan(order, order_path.parent))
+    return order, status, total
 
 
 async def generate(
@@ -314,6 +324,8 @@ class _Run:
         self.oom = OomRecovery(
             self.order.params,
             self.order.quality,
+            # A slot makes batch_size images; a smaller batch would silently drop some.
+            min_batch=self.order.batch_size,
             free_memory=self._free_memory,
             sensor=sensor,
             clock=self.clock,
@@ -325,6 +337,8 @@ class _Run:
         await self.comfy.free_memory(unload_models=True)
 
     def _guard_event(self, event: GuardEvent) -> None:
+        if event.kind == "stepped_down":
+            return  # recorded by _out_of_memory, with the slot and from/to for the report
         detail: dict[str, Any] = {"message": event.message}
         if event.temperature_c is not None:
             detail["temperature_c"] = event.temperature_c
@@ -464,6 +478,7 @@ class _Run:
             self.notify(f"slot {index} failed: {error}")
             return
         if decision.stepped_down:
+            self.notify(f"guard: {decision.message}")
             self.ledger.record_event(
                 "guard.step_down",
                 index=index,
@@ -496,7 +511,9 @@ class _Run:
             embed_parameters(image.path, self._png_parameters(slot, result))
             files.append(image.path.relative_to(self.out).as_posix())
             digests.append(sha256_hex(image.path.read_bytes()))
-        self.ledger.mark_done(index, files, digests, result.seconds)
+        made = result.request.params
+        made_with = made.model_dump(mode="json") if made != slot.params else None
+        self.ledger.mark_done(index, files, digests, result.seconds, made_with)
 
     def _png_parameters(self, slot: Slot, result: GenerationResult) -> dict[str, Any]:
         p = result.request.params

@@ -24,11 +24,13 @@ from comfyline.presets import LEVEL_ORDER, GenerationParams, get_level, lower_le
 
 
 def next_step_down(
-    params: GenerationParams, level: str, floor: str = "preview"
+    params: GenerationParams, level: str, floor: str = "preview", *, min_batch: int = 1
 ) -> tuple[GenerationParams, str] | None:
     """The next smaller settings after an out-of-memory error, or None when there are none.
 
-    A batch is halved first (down to 1); then the next lower level's size and steps apply
+    A batch is halved first (down to ``min_batch``: an order whose slots must each make n
+    images passes n, so that no image is silently dropped); then the next lower level's size
+    and steps apply
     (never larger than the current ones), skipping levels that would not shrink the image,
     down to ``floor``. Sampler, scheduler, CFG and denoise stay as they are.
 
@@ -39,7 +41,7 @@ def next_step_down(
     """
     floor_index = LEVEL_ORDER.index(get_level(floor).name)
     get_level(level)  # a ConfigError naming the levels for a wrong name
-    if params.batch_size > 1:
+    if params.batch_size // 2 >= max(1, min_batch):
         return params.model_copy(update={"batch_size": params.batch_size // 2}), level
     lower = lower_level(level)
     while lower is not None and LEVEL_ORDER.index(lower) >= floor_index:
@@ -81,20 +83,26 @@ async def wait_for_memory_freed(
     timeout_s: float = 30.0,
     interval_s: float = 0.5,
 ) -> bool:
-    """Wait (at most ``timeout_s``) until ``sensor`` shows more free VRAM than ``before``.
+    """Wait (at most ``timeout_s``) until ``sensor`` shows the server's memory freed: more free
+    VRAM than ``before``, or the same amount in two readings in a row.
 
-    True when it did; False when it did not in time, or when there is no VRAM to watch (the
-    server frees its memory after the prompt it runs, so this can take a while).
+    The second case matters: ComfyUI unloads its models on an out-of-memory error by itself,
+    so often there is nothing left to free, and waiting for a rise would only burn the
+    timeout. ComfyUI applies ``/free`` before it starts its next prompt, so a retry never runs
+    on unfreed memory either way. True when freed; False when not in time, or when there is
+    no VRAM to watch.
     """
     baseline = before.vram_free_bytes if before is not None else None
     if baseline is None:
         return False
     deadline = clock() + timeout_s
+    previous: int | None = None
     while clock() < deadline:
         reading = await sensor.read()
         free = reading.vram_free_bytes if reading is not None else None
-        if free is not None and free > baseline:
+        if free is not None and (free > baseline or free == previous):
             return True
+        previous = free
         await sleep(interval_s)
     return False
 
@@ -116,6 +124,7 @@ class OomRecovery:
         clock: Clock,
         sleep: Sleep,
         floor: str = "preview",
+        min_batch: int = 1,
         free_timeout_s: float = 30.0,
         on_event: Callable[[GuardEvent], None] | None = None,
     ) -> None:
@@ -125,6 +134,7 @@ class OomRecovery:
         self.params = params
         self.level = level
         self.floor = floor
+        self.min_batch = min_batch
         self._free_memory = free_memory
         self._sensor = sensor
         self._clock = clock
@@ -148,7 +158,7 @@ class OomRecovery:
             message = f"OOM at {failed} -> freed the server's memory, retrying once"
             self._emit("oom_retry", message)
             return OomDecision(self.params, self.level, False, message)
-        step = next_step_down(self.params, self.level, self.floor)
+        step = next_step_down(self.params, self.level, self.floor, min_batch=self.min_batch)
         if step is None:
             message = (
                 f"OOM at {failed} again, and nothing smaller is allowed (floor level "

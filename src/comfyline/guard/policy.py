@@ -1,22 +1,31 @@
 """The pacing policy: may the next prompt go, or must the card cool first?
 
-:meth:`Guard.before_prompt` is the gate the adapter awaits before it releases each prompt (a prompt
-already running is never cut off):
+:meth:`Guard.before_prompt` is the gate the adapter awaits before it releases each prompt (a
+prompt already running is never cut off). A die heats within seconds: a card read at 77 °C
+between images passes 83 °C during the next one. So the gate does not ask "is the card under
+the target now?" but "will it still be under the target (less ``margin_c``) when the next prompt
+ends?", with the heat of one prompt learned from the run (:mod:`comfyline.guard.heat`:
+``peak = a + b * start``, fitted to the last prompts' start and end readings):
 
-- card under the target temperature (78 °C), with room for the heat of the prompts in flight and
-  of this one: no pause at all. (A die heats within seconds: a card read at 77 °C between images
-  passes 83 °C in the next one. How much one prompt heats it is learned from the run: the most
-  of the last 3 prompts that ran alone, each from its release to its hottest reading; until one
-  is measured, ``rise_prior_c``.)
-- under the target but without that room: hold until there is;
-- at or above the target, or slowing its clocks for heat: hold until it reaches the resume
-  temperature (72 °C), and has that room;
-- at or above the critical temperature (83 °C): send nothing, ask the server to free its memory,
-  and wait the same way;
+- nothing in flight: release when the predicted peak from the reading now stays under
+  ``target - margin``; otherwise hold, re-reading the sensor while the card cools;
+- a prompt in flight: predict its end from the reading at its start, and the next prompt's
+  peak from that. Under the limit: release at once (the server never idles between the two);
+  otherwise wait until the prompt in flight finishes, then decide again with a fresh reading;
+- at or above the target, or slowing its clocks for heat: also hold until the resume
+  temperature (72 °C);
+- at or above the critical temperature (83 °C): send nothing, ask the server to free its
+  memory, and wait the same way;
 - still not cooled after ``cool_timeout_s``: :class:`~comfyline.errors.GuardTripped`;
-- after ``max_batch`` images in a row: free the server's memory and cool to the resume temperature;
-- no temperature (no sensor, or it stopped answering): the quality level's fixed pause between
-  images, as the seed did, said once.
+- after ``max_batch`` images in a row: free the server's memory and cool to the resume
+  temperature (without a temperature: ``series_pause_s``);
+- no temperature (no sensor, or it stopped answering): the quality level's fixed pause after
+  each image, one prompt at a time, as the seed did, said once.
+
+Before the first prompt is measured, a conservative prior applies (:data:`heat.PRIOR_A`,
+:data:`heat.PRIOR_B`): an idle card goes at once, a hot one cools first. A sensor that lags
+shows a prompt's peak only after it ended: while nothing runs, a later reading hotter than the
+one taken at the end replaces it.
 
 Time is injected (``clock``, ``sleep``) so that tests run the policy without waiting. Every
 decision is a :class:`GuardEvent`; every reading is kept as a :class:`Sample` for the report.
@@ -24,13 +33,14 @@ decision is a :class:`GuardEvent`; every reading is kept as a :class:`Sample` fo
 
 from __future__ import annotations
 
-import math
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from comfyline.errors import ComfylineError, ConfigError, GuardTripped
+from comfyline.guard.heat import HeatLearner, HeatModel
 from comfyline.guard.sensors import Reading, Sensor
 from comfyline.settings import Settings
 
@@ -113,7 +123,8 @@ class Limits:
 
 @dataclass
 class GuardStats:
-    """Totals over the run so far."""
+    """Totals over the run so far. ``held_s`` counts only time the server had nothing to do
+    (waiting behind a prompt that runs costs nothing)."""
 
     images: int = 0
     holds: int = 0
@@ -128,6 +139,33 @@ Sleep = Callable[[float], Awaitable[None]]
 FreeMemory = Callable[[], Awaitable[None]]
 
 
+@dataclass
+class _Flight:
+    """A released prompt. ``start_c``: the reading when it started; None while it waits on the
+    server behind another (it starts when that one ends) or when there was no reading."""
+
+    start_c: float | None
+    queued: bool
+
+
+@dataclass
+class _Hold:
+    """One gate's wait: why, from what temperature, since when, and what it asks for."""
+
+    began: float | None = None  # when the card started to cool for it (nothing in flight)
+    first_c: float | None = None
+    why: str = ""
+    to_resume: bool = False  # at/over the target: cool to the resume temperature too
+    critical: bool = False
+    freed: bool = False
+    cool_from: tuple[float, float] | None = None  # (time, °C) of the first cooling reading
+
+
+_GO = "go"
+_WAIT = "wait for the prompt in flight"
+_COOL = "cool"
+
+
 class Guard:
     """Paces the release of prompts by the card's temperature (see the module docs).
 
@@ -135,11 +173,14 @@ class Guard:
     cool-down after ``max_batch`` images when there is no temperature to wait for.
     ``free_memory`` asks the server to free its memory (the adapter's POST /free).
 
-    ``rise_prior_c`` is the heat of one prompt assumed before the first one is measured;
-    ``margin_c`` is kept under the target for what readings miss (a peak between two reads).
+    ``margin_c`` is kept under the target for what the readings miss (a read that came a little
+    after the peak, a heatsink that warmed since the last prompts). ``prior`` is the heat of a
+    prompt assumed before one is measured. While the card cools, the gate re-reads it when it
+    expects it to have reached the release temperature (from how fast it cooled so far), at
+    least every ``limits.poll_interval_s`` and at most every ``min_poll_s``.
 
     Use ``guard.before_prompt`` as the adapter's gate and call ``await guard.after_prompt(n)``
-    for every prompt that finished (n images).
+    for every prompt that finished (n images); run ``guard.watch()`` as a task.
     """
 
     def __init__(
@@ -154,16 +195,18 @@ class Guard:
         free_memory: FreeMemory | None = None,
         on_event: Callable[[GuardEvent], None] | None = None,
         series_pause_s: float = 30.0,
-        rise_prior_c: float = 15.0,
         margin_c: float = 1.0,
+        prior: HeatModel | None = None,
+        min_poll_s: float = 0.05,
     ) -> None:
         self.sensor = sensor
         self.limits = limits
         self.level_pause_s = level_pause_s
         self.max_batch = max_batch
         self.series_pause_s = series_pause_s
-        self.rise_prior_c = rise_prior_c
         self.margin_c = margin_c
+        self.min_poll_s = min(min_poll_s, limits.poll_interval_s)
+        self.heat = HeatLearner(prior=prior)
         self._clock = clock
         self._sleep = sleep
         self._free_memory = free_memory
@@ -173,15 +216,10 @@ class Guard:
         self.samples: list[Sample] = []
         self.stats = GuardStats()
         self._released = 0
-        self._finished = 0
         self._in_series = 0
-        # The heat of a prompt is measured on prompts that run alone: from the reading at their
-        # release to the hottest reading before they finish (the hold loop reads while they run).
-        self._lone_start_c: float | None = None
-        self._peak_c = -math.inf
-        self._rises: deque[float] = deque(maxlen=3)
-        self._coolest_c = math.inf
-        self._holding = False
+        self._flight: deque[_Flight] = deque()
+        self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
+        self._end_open = False  # the last measured end may still show hotter (nothing ran since)
         self._had_temperature = False
         self._lost = False
         self._said: set[str] = set()
@@ -193,23 +231,12 @@ class Guard:
 
         Raises :class:`GuardTripped` when the card does not cool within ``cool_timeout_s``.
         """
-        reading = await self._read()
-        temp = reading.temperature_c if reading is not None else None
-        lim = self.limits
+        hold = _Hold()
         if self._in_series >= self.max_batch:
-            temp = await self._series_cooldown(reading)
-        elif reading is None or temp is None:
-            await self._fixed_pause()
-        elif temp >= lim.critical_c:
-            temp = await self._hold(temp, self._why(reading), critical=True)
-        elif temp >= lim.target_c or reading.thermal_throttling:
-            temp = await self._hold(temp, self._why(reading), over_target=True)
-        elif temp > self._release_threshold(over_target=False):
-            temp = await self._hold(temp, self._why(reading))
-        alone = self._in_flight() == 0 and temp is not None
-        self._lone_start_c = temp if alone else None
-        self._peak_c = temp if temp is not None else -math.inf
-        self._released += 1
+            if not await self._series_cooldown(hold):
+                self._release(None)
+                return
+        self._release(await self._pass(hold))
 
     async def after_prompt(self, images: int = 1) -> Sample | None:
         """Call once for every prompt that finished (``images``: how many it made, 0 when it
@@ -217,27 +244,39 @@ class Guard:
         how much one prompt heats the card."""
         self.stats.images += images
         self._in_series += images
-        self._finished += 1
         reading = await self._read()
-        start, self._lone_start_c = self._lone_start_c, None
-        if start is not None and self._in_flight() == 0 and images > 0:
-            self._rises.append(max(0.0, self._peak_c - start))
+        end_c = reading.temperature_c if reading is not None else None
+        flight = self._flight.popleft() if self._flight else None
+        learned = False
+        if flight is not None and flight.start_c is not None and end_c is not None and images:
+            self.heat.add(flight.start_c, end_c)
+            learned = True
+        if self._flight and self._flight[0].queued:
+            # It waited on the server behind this one, so it started when this one ended.
+            self._flight[0] = _Flight(end_c, queued=False)
+        self._end_open = learned and not self._flight
+        self._finished.set()
         return self.samples[-1] if reading is not None and self.samples else None
 
     async def watch(self) -> None:
         """Read the sensor every ``poll_interval_s`` while prompts are in flight, until
         cancelled. Run it as a task for the length of a run: it gives the report its time
-        series and catches the peak of each prompt (the gate reads only when it holds)."""
+        series while the gate has nothing to read for."""
         while True:
-            if self._in_flight() > 0 and not self._holding:
+            if self._flight:  # (with nothing in flight, a holding gate reads for itself)
                 await self._read()
             await self._sleep(self.limits.poll_interval_s)
 
-    # -- what the ETA needs ------------------------------------------------------------------
+    # -- what the ETA and the report need ----------------------------------------------------
 
-    def rise_per_prompt_c(self) -> float:
-        """How much one prompt is expected to heat the card (the most of the last few)."""
-        return max(self._rises, default=self.rise_prior_c)
+    def heat_model(self) -> HeatModel:
+        """How one prompt heats the card, as learned so far (the prior before any)."""
+        return self.heat.model()
+
+    def release_below_c(self) -> float:
+        """The hottest reading from which a lone prompt may go now (the resume and critical
+        rules aside)."""
+        return self.heat_model().start_for_peak_c(self.limits.target_c - self.margin_c)
 
     def cooling_s_per_image(self) -> float:
         """Seconds of holding and pausing per image so far (before any image: the level's pause
@@ -252,32 +291,128 @@ class Guard:
 
     # -- the decisions -----------------------------------------------------------------------
 
-    def _in_flight(self) -> int:
-        return self._released - self._finished
+    async def _pass(self, hold: _Hold) -> float | None:
+        """Wait until the next prompt may go; the reading it goes at (None: no temperature)."""
+        while True:
+            reading = await self._read()
+            temp = reading.temperature_c if reading is not None else None
+            if temp is None or reading is None:
+                if hold.first_c is None:  # nothing says the card is hot: pace by the pause
+                    await self._fixed_pause()
+                    return None
+                await self._cool_step(hold, None)  # it was hot when the sensor went silent
+                continue
+            verdict = self._verdict(temp, reading, hold)
+            if verdict == _GO:
+                self._end_hold(hold, temp)
+                return temp
+            if hold.first_c is None:
+                hold.first_c, hold.why = temp, self._why(temp, reading, hold)
+                if hold.critical:
+                    self._emit("critical", f"{hold.why}: nothing is sent until it cools", temp)
+            if temp >= self.limits.critical_c and not hold.freed:
+                hold.freed = True
+                await self._free(f"card at {temp:.1f} °C")
+            if verdict == _WAIT:
+                await self._wait_for_flight()
+            else:
+                await self._cool_step(hold, temp)
 
-    def _release_threshold(self, *, over_target: bool) -> float:
-        """The temperature at or under which the next prompt may go.
-
-        A die heats within seconds of work starting, so a card read at 77 °C between images can
-        pass 83 °C during the next one: the next prompt goes only when the card, plus the heat
-        of every prompt in flight and of this one, stays under the target. Never below the
-        coolest reading of the run (+1 °C), which a hold can always reach. Over the target,
-        the resume temperature also applies (hysteresis, so that one reading does not toggle).
-        """
+    def _verdict(self, temp: float, reading: Reading, hold: _Hold) -> str:
         lim = self.limits
-        rise = self.rise_per_prompt_c() * (self._in_flight() + 1)
-        threshold = max(lim.target_c - self.margin_c - rise, self._coolest_c + 1.0)
-        threshold = min(threshold, lim.target_c - 0.1)
-        return min(threshold, lim.resume_c) if over_target else threshold
+        if temp >= lim.critical_c:
+            hold.critical = hold.to_resume = True
+        elif temp >= lim.target_c or reading.thermal_throttling:
+            hold.to_resume = True
+        model, limit = self.heat.model(), lim.target_c - self.margin_c
+        if self._flight:
+            if not hold.to_resume and model.peak_c(self._flight_end_c(temp, model)) <= limit:
+                return _GO
+            return _WAIT
+        if hold.to_resume and temp > lim.resume_c:
+            return _COOL
+        return _GO if model.peak_c(temp) <= limit else _COOL
+
+    def _flight_end_c(self, temp: float, model: HeatModel) -> float:
+        """The expected temperature when everything in flight has finished."""
+        end: float | None = None
+        for flight in self._flight:
+            start = flight.start_c if flight.start_c is not None else end
+            end = model.peak_c(start if start is not None else temp)
+        assert end is not None
+        return max(end, temp)  # hotter than expected already: the reading wins
+
+    async def _wait_for_flight(self) -> None:
+        # No poll: after_prompt sets the event. The adapter bounds every prompt with its own
+        # timeout and always reports it (a result, or an error that cancels this gate).
+        self._finished.clear()
+        await self._finished.wait()
+
+    async def _cool_step(self, hold: _Hold, temp: float | None) -> None:
+        """One wait while the card cools with nothing in flight; trips past the timeout."""
+        now = self._clock()
+        if hold.began is None:
+            hold.began = now
+        if now - hold.began >= self.limits.cool_timeout_s:
+            self._trip(hold, temp, now - hold.began)
+        delay = self.limits.poll_interval_s
+        if temp is not None:
+            if hold.cool_from is None:
+                hold.cool_from = (now, temp)
+                delay = self.min_poll_s  # a second reading soon tells how fast it cools
+            else:
+                delay = self._time_to_goal(hold, now, temp)
+        await self._sleep(delay)
+
+    def _time_to_goal(self, hold: _Hold, now: float, temp: float) -> float:
+        """When to read next: when the card, cooling at its mean rate since the hold began,
+        reaches the release temperature. Cooling slows as it goes (an exponential), so this
+        errs early, never late; bounded by ``min_poll_s`` and ``poll_interval_s``."""
+        assert hold.cool_from is not None
+        t0, first = hold.cool_from
+        rate = (first - temp) / (now - t0) if now > t0 else 0.0
+        goal = self.release_below_c()
+        if hold.to_resume:
+            goal = min(goal, self.limits.resume_c)
+        if rate <= 0:
+            return self.limits.poll_interval_s
+        eta = (temp - goal) / rate
+        return min(self.limits.poll_interval_s, max(self.min_poll_s, eta))
+
+    def _end_hold(self, hold: _Hold, temp: float) -> None:
+        if hold.began is None:
+            return  # it went at once, or only waited behind a prompt that ran
+        held = self._clock() - hold.began
+        self.stats.holds += 1
+        self.stats.held_s += held
+        self._emit(
+            "held",
+            f"held new prompts for {held:.1f} s: {hold.why}; released at {temp:.1f} °C",
+            temp,
+            seconds=held,
+        )
+
+    def _release(self, start_c: float | None) -> None:
+        queued = bool(self._flight)
+        self._flight.append(_Flight(None if queued else start_c, queued))
+        self._released += 1
+        self._end_open = False
 
     async def _fixed_pause(self) -> None:
         if self._released == 0 or self.level_pause_s <= 0:
-            return  # nothing ran yet: there is nothing to cool down from
+            return  # nothing ran yet (nothing to cool down from), or no pause is asked for
+        while self._flight:  # the pause is a rest: it starts when the card has nothing to do
+            await self._wait_for_flight()
         await self._sleep(self.level_pause_s)
         self.stats.paused_s += self.level_pause_s
 
-    async def _series_cooldown(self, reading: Reading | None) -> float | None:
-        temp = reading.temperature_c if reading else None
+    async def _series_cooldown(self, hold: _Hold) -> bool:
+        """Free memory and cool down after ``max_batch`` images; False: no temperature, the
+        series pause was taken instead (the prompt may go)."""
+        while self._flight:
+            await self._wait_for_flight()
+        reading = await self._read()
+        temp = reading.temperature_c if reading is not None else None
         self._emit(
             "series_cooldown",
             f"{self._in_series} images in a row (max batch {self.max_batch}): memory cleanup "
@@ -286,73 +421,33 @@ class Guard:
         )
         self._in_series = 0
         await self._free("after a series of images")
+        hold.freed = True
         if temp is None:
             await self._sleep(self.series_pause_s)
             self.stats.paused_s += self.series_pause_s
-            return None
-        if temp > self.limits.resume_c or temp > self._release_threshold(over_target=True):
-            critical = temp >= self.limits.critical_c
-            why = f"a cool-down after {self.max_batch} images, card at {temp:.1f} °C"
-            return await self._hold(temp, why, critical=critical, over_target=True, freed=True)
-        return temp
+            return False
+        hold.to_resume = True
+        hold.why = f"a cool-down after {self.max_batch} images, card at {temp:.1f} °C"
+        if temp > self.limits.resume_c:
+            hold.first_c = temp
+        return True
 
-    async def _hold(
-        self,
-        first: float,
-        why: str,
-        *,
-        critical: bool = False,
-        over_target: bool = False,
-        freed: bool = False,
-    ) -> float:
-        """Wait until the card is at or under the release threshold; the temperature then."""
-        start = self._clock()
-        self._holding = True
-        try:
-            return await self._hold_until_cool(start, first, why, critical, over_target, freed)
-        finally:
-            self._holding = False
-
-    async def _hold_until_cool(
-        self, start: float, first: float, why: str, critical: bool, over_target: bool, freed: bool
-    ) -> float:
-        temp: float | None = first
-        if critical:
-            self._emit("critical", f"{why}: nothing is sent until it cools", first)
-        over_target = over_target or critical
-        while temp is None or temp > self._release_threshold(over_target=over_target):
-            if temp is not None and temp >= self.limits.critical_c and not freed:
-                freed = True
-                await self._free(f"card at {temp:.1f} °C")
-            if self._clock() - start >= self.limits.cool_timeout_s:
-                goal = self._release_threshold(over_target=over_target)
-                self._trip(first, temp, self._clock() - start, goal)
-            await self._sleep(self.limits.poll_interval_s)
-            latest = await self._read()
-            temp = latest.temperature_c if latest else None
-        held = self._clock() - start
-        self.stats.holds += 1
-        self.stats.held_s += held
-        self._emit(
-            "held",
-            f"held new prompts for {held:.1f} s: {why}; released at {temp:.1f} °C",
-            temp,
-            seconds=held,
-        )
-        return temp
-
-    def _why(self, reading: Reading) -> str:
-        temp, lim = reading.temperature_c, self.limits
-        if temp is not None and temp >= lim.critical_c:
+    def _why(self, temp: float, reading: Reading, hold: _Hold) -> str:
+        lim = self.limits
+        if temp >= lim.critical_c:
             return f"card at {temp:.1f} °C, at or over the critical {lim.critical_c:.0f} °C"
-        if temp is not None and temp >= lim.target_c:
+        if temp >= lim.target_c:
             return f"card at {temp:.1f} °C, at or over the target {lim.target_c:.0f} °C"
         if reading.thermal_throttling:
             reasons = ", ".join(reading.clock_event_reasons) or "thermal"
             return f"card at {temp:.1f} °C slows its clocks for heat ({reasons})"
+        if hold.why:
+            return hold.why
+        model = self.heat.model()
+        start = self._flight_end_c(temp, model) if self._flight else temp
         return (
             f"card at {temp:.1f} °C would pass the target {lim.target_c:.0f} °C with the next "
-            f"prompt (about +{self.rise_per_prompt_c():.1f} °C each, {self._in_flight()} in flight)"
+            f"prompt (expected peak {model.peak_c(start):.1f} °C, {len(self._flight)} in flight)"
         )
 
     async def _free(self, why: str) -> None:
@@ -366,15 +461,20 @@ class Guard:
             return
         self._emit("freed_memory", f"asked the server to free its memory ({why})")
 
-    def _trip(self, first: float, last: float | None, elapsed: float, goal: float) -> None:
+    def _trip(self, hold: _Hold, last: float | None, elapsed: float) -> None:
         lim = self.limits
+        goal = self.release_below_c()
+        if hold.to_resume:
+            goal = min(goal, lim.resume_c)
+        first = f"{hold.first_c:.1f} °C" if hold.first_c is not None else "unknown"
         now = f"{last:.1f} °C" if last is not None else f"unknown ({self.sensor.last_error})"
         message = (
-            f"the GPU did not cool from {first:.1f} °C to {goal:.1f} °C (where the next prompt "
+            f"the GPU did not cool from {first} to {goal:.1f} °C (where the next prompt "
             f"may go; target {lim.target_c:.0f} °C, resume {lim.resume_c:.0f} °C) within "
             f"{elapsed:.0f} s (cool_timeout_s={lim.cool_timeout_s:.0f}; last reading {now}); "
             "nothing more was sent. The order's state is saved; resume when the card is cool "
-            "(check its fans and the room temperature)"
+            "(check its fans and the room temperature; if it idles above that, one image heats "
+            "it past the target even from idle: choose a lower quality level)"
         )
         self._emit("tripped", message, last, seconds=elapsed)
         raise GuardTripped(message)
@@ -383,16 +483,16 @@ class Guard:
 
     async def _read(self) -> Reading | None:
         reading = await self.sensor.read()
-        if reading is None or reading.temperature_c is None:
+        temp = reading.temperature_c if reading is not None else None
+        if reading is None or temp is None:
             self._note_no_temperature(reading)
         elif self._lost:
             self._lost = False
             self._emit("sensor_back", f"the {self.sensor.name} sensor answers again", None)
         if reading is not None:
-            self._had_temperature |= reading.temperature_c is not None
-            if reading.temperature_c is not None:
-                self._coolest_c = min(self._coolest_c, reading.temperature_c)
-                self._peak_c = max(self._peak_c, reading.temperature_c)
+            self._had_temperature |= temp is not None
+            if temp is not None and self._end_open and not self._flight:
+                self.heat.raise_last_end(temp)
             self._record(reading)
             self._check_slowdown(reading)
         return reading
@@ -406,7 +506,7 @@ class Guard:
         self._once(
             "no_temperature",
             f"no temperature from the {self.sensor.name} sensor ({why}); the fixed pause of "
-            f"{self.level_pause_s:.1f} s between images applies while there is none",
+            f"{self.level_pause_s:.1f} s after each image applies while there is none",
         )
 
     def _check_slowdown(self, reading: Reading) -> None:

@@ -259,7 +259,7 @@ def _images(
             prompt=slot.prompt,
             negative=slot.negative,
             seed=slot.seed,
-            parameters=slot.params,
+            parameters=slot.made_with or slot.params,
             seconds=slot.seconds,
             attempts=slot.attempt,
             prompt_id=slot.prompt_id,

@@ -27,7 +27,10 @@ from comfyline.sim.simulator import Simulator
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, so that asyncio sets TCP_NODELAY on every accepted connection (it only
+    # does for proto == IPPROTO_TCP); with proto 0 every keep-alive answer waited ~40 ms for
+    # Nagle and the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
