@@ -37,6 +37,7 @@ from comfyline import __version__
 from comfyline.adapters.comfyui import ComfyUIAdapter
 from comfyline.errors import (
     ComfyError,
+    ComfyUnavailable,
     ConfigError,
     GuardTripped,
     OutOfMemory,
@@ -274,8 +275,7 @@ class _Run:
         if current is OrderState.NEW:
             self.ledger.set_order_state(OrderState.VALIDATED)
             current = OrderState.VALIDATED
-        if current is OrderState.RUNNING and state is OrderState.QUEUED:
-            pass  # the last runner died mid-run: the order is picked up again
+        # RUNNING -> QUEUED too: the last runner died mid-run and this one picks the order up.
         if current is not state:
             self.ledger.set_order_state(state)
 
@@ -372,7 +372,6 @@ class _Run:
     async def _produce(self) -> GenerationReport:
         watcher = asyncio.create_task(self.guard.watch())
         title = f"{self.order.id} ({self.order.quality})"
-        error: BaseException | None = None
         try:
             with ProgressDisplay(self.console, title, self.throughput.total) as display:
                 self.notify(self._banner())
@@ -384,26 +383,28 @@ class _Run:
                         await self._handle(result)
                         await self._after(result)
                         display.update(self.throughput.snapshot())
-        except asyncio.CancelledError:
-            await self._cancel_in_flight()
-            self._finalize(OrderState.CANCELLED)
-            self.notify(f"stopped; state saved. Resume with: comfyline run-order {self.order_file}")
-            raise
-        except GuardTripped as exc:
-            error = exc
-            self._finalize(OrderState.CANCELLED)
-            raise
-        except BaseException as exc:
-            error = exc
+        except BaseException as exc:  # Ctrl-C (CancelledError) included: save, then re-raise
+            await self._stop(exc)
             raise
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            if error is not None and not isinstance(error, GuardTripped):
-                self._finalize(self._end_state(failed_run=True))
         with contextlib.suppress(ComfyError):
             await self.comfy.free_memory(unload_models=False)  # release the series' cache
-        return self._finalize(self._end_state(failed_run=False))
+        return self._finalize(self._end_state())
+
+    async def _stop(self, exc: BaseException) -> None:
+        """Save the state of a run that did not finish, and say how to resume it."""
+        if isinstance(exc, GuardTripped):
+            # A running prompt is never cut off: the next run collects it from history.
+            state = OrderState.CANCELLED
+        else:
+            if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
+                await self._cancel_in_flight()
+            user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+            state = OrderState.CANCELLED if user_stop else self._end_state()
+        self._finalize(state)
+        self.notify(f"stopped; state saved. Resume with: comfyline run-order {self.order_file}")
 
     def _banner(self) -> str:
         p = self.order.params
@@ -548,7 +549,7 @@ class _Run:
 
     # -- the end -------------------------------------------------------------------------
 
-    def _end_state(self, *, failed_run: bool) -> OrderState:
+    def _end_state(self) -> OrderState:
         counts = self.ledger.counts()
         if counts.done == counts.total:
             return OrderState.COMPLETED
