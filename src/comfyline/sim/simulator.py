@@ -132,6 +132,10 @@ class Simulator:
         self.clock = clock
         self._model_clock = _ModelClock(clock, config.time_scale)
         self._slept_s = 0.0  # real seconds the running prompt spent in simulated work
+        # The fixed time covers a prompt from its start to its last message: _tail_s is how
+        # long the messages after the fixed work took last time (and when it ended).
+        self._tail_s = 0.0
+        self._fixed_done_s: float | None = None
         self.node_defs = load_node_defs(
             config.checkpoints, config.loras, config.upscale_models, config.object_info_files
         )
@@ -400,6 +404,9 @@ class Simulator:
         await self.broadcast_status()
         await self._to_client(run, "executing", {"node": None, "prompt_id": prompt_id})
         record.status, record.end_s = status, self.clock()
+        if self._fixed_done_s is not None:  # learn how long the closing messages take
+            self._tail_s = record.end_s - self._fixed_done_s
+            self._fixed_done_s = None
         await self._after_prompt()
 
     def _finish(self, run: _Run, status: str) -> None:
@@ -478,12 +485,12 @@ class Simulator:
             self.thermal.set_busy(True)
             run.record.start_temperature_c = round(self.thermal.temperature(), 3)
         try:
-            started, self._slept_s = asyncio.get_running_loop().time(), 0.0
+            self._slept_s = 0.0
             for node_id in order:
                 results[node_id] = await self._run_node(run, node_id, results)
                 self.cache[sigs[node_id]] = results[node_id]
                 run.executed.append(node_id)
-            await self._fixed_work(started)
+            await self._fixed_work(run.record.start_s)
         except nodes.NodeFailure as failure:
             await self._exec_message(run, "execution_error", self._error_data(run, failure))
             return "error"
@@ -521,8 +528,11 @@ class Simulator:
         in, so that ``fixed_prompt_s`` is what one prompt takes, as on a real server."""
         fixed = self.config.fixed_prompt_s
         if fixed > 0:
-            overhead = asyncio.get_running_loop().time() - started - self._slept_s
+            # ~0.3 ms more go to the messages after this point (success, status, the final
+            # executing): small against any fixed time worth simulating.
+            overhead = self.clock() - started - self._slept_s + self._tail_s
             await asyncio.sleep(max(0.0, fixed * self.config.time_scale - overhead))
+            self._fixed_done_s = self.clock()
             self._model_clock.advance(fixed)
         self._check_blackout()
 
