@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from comfyline.cli import app
 from comfyline.errors import ConfigError
 from comfyline.settings import Settings
-from comfyline.sim import SimulatorHandle
+from comfyline.sim import SimulatorHandle, ThermalConfig
 from comfyline.smoke import REPORT_NAME, SmokeOptions, check_output_folder, run_smoke_test
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +106,35 @@ def test_refuses_to_clear_a_folder_with_other_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"keep\.txt.*--out"):
         check_output_folder(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "keep.txt"]
+
+
+async def test_the_guard_paces_the_smoke_test_by_the_cards_temperature(
+    make_sim: MakeSim, tmp_path: Path
+) -> None:
+    # The user's card (the simulator's fit): 1.54 s of work per standard image, 10x faster.
+    work_s, steps, pixels = 1.54, 8, 320 * 320 / 512**2
+    lines: list[str] = []
+    with make_sim(step_s=work_s / steps / pixels, time_scale=0.1, thermal=ThermalConfig()) as sim:
+        options = SmokeOptions(count=4, pause_s=0, out_dir=tmp_path / "out", seed=1)
+        report = await run_smoke_test(Settings(comfyui_url=sim.url), options, notify=lines.append)
+        assert sim.stats()["blackouts"] == 0
+    assert report.succeeded == 4
+    assert "paced by the card's temperature (sim sensor)" in report.notes
+    # Without a pause, the 3rd image in a row would pass 78 °C (4th: 85): the guard held.
+    assert any(line.startswith("guard: held new prompts") for line in lines), lines
+    assert report.gpu_temp_max_c is not None and report.gpu_temp_max_c <= 78.0
+
+
+async def test_without_a_sensor_the_pause_follows_each_image(
+    make_sim: MakeSim, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    with make_sim() as sim:  # no thermal model: no temperature anywhere
+        options = SmokeOptions(count=3, pause_s=0.3, out_dir=tmp_path / "out")
+        settings = Settings(comfyui_url=sim.url, sensor="comfyui")
+        report = await run_smoke_test(settings, options, notify=lines.append)
+        gaps = sim.stats()["gaps_s"]
+    assert report.succeeded == 3 and report.gpu_temp_max_c is None
+    assert "no temperature sensor: a fixed pause of 0.3 s after each image" in report.notes
+    assert len(gaps) == 2 and min(gaps) >= 0.3  # one prompt at a time, then the pause
+    assert sum("fixed pause of 0.3 s" in line for line in lines) == 1  # said once

@@ -131,7 +131,7 @@ def test_ctrl_c_cancels_on_the_server_saves_the_state_and_says_how_to_resume(
 
 
 def test_a_second_runner_on_the_same_order_refuses(tmp_path: Path) -> None:
-    order_file = single_order(tmp_path / "orders", "locked", 8)
+    order_file = single_order(tmp_path / "orders", "locked", 40)  # ~4 s: outlasts a start-up
     out_root = tmp_path / "out"
     with running_simulator(sim_config(tmp_path, fixed_prompt_s=0.1)) as sim:
         first = start_runner(order_file, sim.url, out_root)

@@ -78,6 +78,9 @@ MAX_ATTEMPTS_PER_RUN = 2
 """A slot that fails is sent once more in the same run (a timeout or a bad image can be
 transient); after that it stays failed until the order is run again."""
 
+LONG_HOLD_S = 10.0
+"""A hold of the guard at least this long is said on the console (all are in the report)."""
+
 CANCEL_TIMEOUT_S = 5.0
 """How long Ctrl-C waits for the server to drop our prompts before giving up on it."""
 
@@ -345,7 +348,10 @@ class _Run:
         if event.seconds is not None:
             detail["seconds"] = event.seconds
         self.ledger.record_event(f"guard.{event.kind}", detail=detail)
-        self.notify(f"guard: {event.message}")
+        # Short holds come before nearly every image of a warm card: they are in the report
+        # and the rate, and a line each would bury everything else.
+        if event.kind != "held" or (event.seconds or 0.0) >= LONG_HOLD_S:
+            self.notify(f"guard: {event.message}")
 
     # -- reconciling a previous run ------------------------------------------------------
 

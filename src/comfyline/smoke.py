@@ -6,6 +6,11 @@ The CLI (``comfyline smoke-test``) and ``scripts/smoke_test.py`` are thin shells
 
 When nothing answers at the default URL (no ``--comfyui``, no ``$COMFYUI_URL``), the built-in
 simulator is started in-process and the run says so: its images are synthetic.
+
+The hardware guard paces the images (:class:`~comfyline.guard.Guard`, with the sensor
+:func:`~comfyline.guard.choose_sensor` picks): by the card's temperature when there is a sensor,
+by the level's fixed pause (``--pause``) after each image when there is none. The report's
+temperatures and VRAM are the guard's readings.
 """
 
 from __future__ import annotations
@@ -14,20 +19,22 @@ import asyncio
 import contextlib
 import json
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Group, RenderableType
 from rich.table import Table
 
 from comfyline.adapters.comfyui import ComfyUIAdapter
-from comfyline.errors import ComfyError, ComfyUnavailable, ConfigError
+from comfyline.backend import choose_backend
+from comfyline.errors import ComfyError, ConfigError
 from comfyline.generation import GenerationRequest, GenerationResult
-from comfyline.guard.sensors import Reading, parse_system_stats
+from comfyline.guard import Guard, GuardEvent, Limits, Sample, choose_sensor
+from comfyline.guard.sensors import Reading, Sensor, parse_system_stats
 from comfyline.images import TEMP_SUFFIX, write_atomic
 from comfyline.presets import get_level, params_for
 from comfyline.settings import Settings
@@ -36,9 +43,6 @@ REPORT_NAME = "smoke_report.json"
 DEFAULT_OUT = Path("sd/outputs/test")
 PROMPT = "a lighthouse on a rocky cliff at sunset, dramatic sky, detailed, sharp focus"
 NEGATIVE = "blurry, low quality, watermark, text"
-SIM_NOTICE = (
-    "No ComfyUI answered at {url}; running on the built-in simulator (images are synthetic)."
-)
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class SmokeOptions:
     level: str = "standard"
     out_dir: Path = DEFAULT_OUT
     pause_s: float | None = None
-    """Pause between images; None: the level's."""
+    """Pause after each image when there is no temperature sensor; None: the level's."""
     checkpoint: str | None = None
     use_sim: bool = False
     """Force the built-in simulator."""
@@ -139,51 +143,6 @@ def clear_output_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-class _PauseGate:
-    """Between images, let the card rest: wait until nothing is in flight, then ``pause_s``.
-
-    With a pause of 0 it lets every prompt through at once (the adapter keeps two in flight)."""
-
-    def __init__(self, pause_s: float) -> None:
-        self.pause_s = pause_s
-        self.released = 0
-        self.finished = 0
-        self._changed = asyncio.Condition()
-
-    async def __call__(self) -> None:
-        if self.pause_s > 0 and self.released:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self.finished >= self.released)
-            await asyncio.sleep(self.pause_s)
-        self.released += 1
-
-    async def done(self) -> None:
-        async with self._changed:
-            self.finished += 1
-            self._changed.notify_all()
-
-
-@dataclass
-class _Sampler:
-    """Temperature and VRAM seen over the run (from /system_stats)."""
-
-    readings: list[Reading] = field(default_factory=list)
-
-    async def sample(self, comfy: ComfyUIAdapter) -> Reading | None:
-        try:
-            reading = parse_system_stats(await comfy.system_stats())
-        except (ComfyError, ValueError):
-            return None
-        self.readings.append(reading)
-        return reading
-
-    def temps(self) -> list[float]:
-        return [r.temperature_c for r in self.readings if r.temperature_c is not None]
-
-    def vram_used(self) -> list[int]:
-        return [r.vram_used_bytes for r in self.readings if r.vram_used_bytes is not None]
-
-
 async def run_smoke_test(
     settings: Settings,
     options: SmokeOptions,
@@ -194,7 +153,8 @@ async def run_smoke_test(
     """Generate ``options.count`` images into ``options.out_dir`` and measure the run.
 
     Raises :class:`ComfyUnavailable` when the URL was given (``--comfyui`` or ``$COMFYUI_URL``)
-    and nothing answers; with the default URL it falls back to the simulator instead.
+    and nothing answers; with the default URL it falls back to the simulator instead;
+    :class:`~comfyline.errors.GuardTripped` when the card does not cool in time.
     """
     if options.count < 1:
         raise ConfigError(f"--count must be at least 1, got {options.count}")
@@ -205,9 +165,19 @@ async def run_smoke_test(
         raise ConfigError(f"--pause must be >= 0 seconds, got {pause_s}")
     check_output_folder(options.out_dir)
     with contextlib.ExitStack() as stack:
-        url, simulated = await _choose_server(settings, options, stack, notify)
+        backend = await choose_backend(
+            settings,
+            stack,
+            force_sim=options.use_sim,
+            sim_if_unreachable=options.sim_if_unreachable,
+            notify=notify,
+        )
+        url, simulated = backend.url, backend.simulated
         run_settings = settings.model_copy(update={"comfyui_url": url})
-        async with ComfyUIAdapter(run_settings) as comfy:
+        async with (
+            ComfyUIAdapter(run_settings) as comfy,
+            httpx.AsyncClient(timeout=settings.http_timeout_s) as http,
+        ):
             stats = await comfy.check_ready()
             checkpoint = await comfy.resolve_checkpoint(options.checkpoint or settings.checkpoint)
             clear_output_folder(options.out_dir)
@@ -231,16 +201,37 @@ async def run_smoke_test(
                 f"Generating {options.count} {options.level} images ({params.width}x"
                 f"{params.height}, {params.steps} steps) on {url} into {options.out_dir}"
             )
-            sampler = _Sampler()
-            await sampler.sample(comfy)
-            gate = _PauseGate(pause_s)
+            choice = await choose_sensor(run_settings, url, http)
+
+            async def free_memory() -> None:
+                await comfy.free_memory(unload_models=True)
+
+            def on_event(event: GuardEvent) -> None:
+                notify(f"guard: {event.message}")
+
+            guard = Guard(
+                choice.sensor,
+                Limits.from_settings(settings),
+                pause_s,
+                level.max_batch,
+                clock=clock,
+                sleep=asyncio.sleep,
+                free_memory=free_memory,
+                on_event=on_event,
+                series_pause_s=settings.series_pause_s,
+            )
             started = clock()
             results: list[GenerationResult] = []
-            async for result in comfy.generate_batch(requests, gate=gate):
-                results.append(result)
-                await gate.done()
-                await sampler.sample(comfy)
-                notify(_progress_line(len(results), options.count, result))
+            watcher = asyncio.create_task(guard.watch())
+            try:
+                async for result in comfy.generate_batch(requests, gate=guard.before_prompt):
+                    results.append(result)
+                    await guard.after_prompt(len(result.images))
+                    notify(_progress_line(len(results), options.count, result))
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+                await _close(choice.sensor)
             total_s = clock() - started
             after_free = None
             with contextlib.suppress(ComfyError, ValueError):
@@ -255,7 +246,8 @@ async def run_smoke_test(
         requests=requests,
         results=results,
         total_s=total_s,
-        sampler=sampler,
+        samples=guard.samples,
+        sensor=choice.sensor.name if choice.has_temperature else None,
         after_free=after_free,
         out_dir=options.out_dir,
     )
@@ -265,44 +257,11 @@ async def run_smoke_test(
     return report
 
 
-async def _choose_server(
-    settings: Settings,
-    options: SmokeOptions,
-    stack: contextlib.ExitStack,
-    notify: Callable[[str], None],
-) -> tuple[str, bool]:
-    """The URL to use and whether it is the simulator (started here when needed)."""
-    if options.use_sim:
-        notify("Running on the built-in simulator (--sim; images are synthetic).")
-        return await _start_simulator(stack), True
-    try:
-        async with ComfyUIAdapter(settings) as probe:
-            await probe.check_ready()
-        return probe.url, False
-    except ComfyUnavailable:
-        fallback = options.sim_if_unreachable
-        if fallback is None:
-            fallback = "comfyui_url" not in settings.model_fields_set
-        if not fallback:
-            raise  # the user named this server: do not quietly run on something else
-    notify(SIM_NOTICE.format(url=settings.comfyui_url))
-    return await _start_simulator(stack), True
-
-
-async def _start_simulator(stack: contextlib.ExitStack) -> str:
-    from comfyline.sim import SimConfig, running_simulator
-    from comfyline.sim.config import ThermalConfig
-
-    server_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="comfyline-sim-")))
-    config = SimConfig(
-        # Realistic but fast: ~0.15 s per standard image, a short model load, a warming card.
-        step_s=0.05,
-        model_load_s=0.3,
-        output_dir=server_dir / "output",
-        thermal=ThermalConfig(),
-    )
-    sim = await asyncio.to_thread(stack.enter_context, running_simulator(config))
-    return str(sim.url)
+async def _close(sensor: Sensor) -> None:
+    """Close a sensor that holds something open (NVML)."""
+    aclose = getattr(sensor, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _progress_line(done: int, count: int, result: GenerationResult) -> str:
@@ -323,7 +282,8 @@ def _report(
     requests: list[GenerationRequest],
     results: list[GenerationResult],
     total_s: float,
-    sampler: _Sampler,
+    samples: list[Sample],
+    sensor: str | None,
     after_free: Reading | None,
     out_dir: Path,
 ) -> SmokeReport:
@@ -331,9 +291,16 @@ def _report(
     images = tuple(_image(i, req, by_id.get(id(req))) for i, req in enumerate(requests, 1))
     succeeded = sum(1 for image in images if image.ok)
     devices = stats.get("devices") or [{}]
-    temps, vram = sampler.temps(), sampler.vram_used()
+    temps = [s.temperature_c for s in samples if s.temperature_c is not None]
+    vram = [s.vram_used_bytes for s in samples if s.vram_used_bytes is not None]
+    totals = [s.vram_total_bytes for s in samples if s.vram_total_bytes is not None]
     params = requests[0].params
-    first_reading = sampler.readings[0] if sampler.readings else None
+    notes = ["simulated server: images are synthetic"] if simulated else []
+    notes.append(
+        f"paced by the card's temperature ({sensor} sensor)"
+        if sensor is not None
+        else f"no temperature sensor: a fixed pause of {pause_s:g} s after each image"
+    )
     return SmokeReport(
         server=url,
         simulated=simulated,
@@ -356,10 +323,10 @@ def _report(
         gpu_temp_min_c=min(temps) if temps else None,
         gpu_temp_max_c=max(temps) if temps else None,
         vram_used_max_bytes=max(vram) if vram else None,
-        vram_total_bytes=first_reading.vram_total_bytes if first_reading else None,
+        vram_total_bytes=totals[0] if totals else None,
         vram_used_after_free_bytes=after_free.vram_used_bytes if after_free else None,
         output_dir=str(out_dir),
-        notes=("simulated server: images are synthetic",) if simulated else (),
+        notes=tuple(notes),
     )
 
 

@@ -8,11 +8,14 @@ die's first-order step holds for the whole card::
 
 ``T_end`` is the prompt's peak (the die heats as long as it works). A hot card heats less than
 a cool one (``b < 1``), so one fixed "rise per prompt" over-predicts after a cool start and goes
-stale as the heatsink warms (``a`` drifts up). :class:`HeatLearner` fits ``a`` and ``b`` to the
-last few prompts (weighted towards the newest, so it follows the heatsink) by least squares,
-regularised towards a prior slope: when the prompts all started at about the same temperature,
-which is what a paced run does, the data say nothing about the slope and the fit only moves
-``a``. Nothing here is specific to a card: ``a`` and ``b`` come from the card's own readings.
+stale as the heatsink warms (``a`` drifts up). :class:`HeatLearner` fits the slope ``b`` to the
+last few prompts (weighted towards the newest) by least squares, regularised towards a prior
+slope: when the prompts all started at about the same temperature, which is what a paced run
+does, the data say nothing about the slope and it stays the prior's. ``a`` is then the hottest
+of the last few prompts' ``T_end - b * T_start``, not their mean: a reading that comes late, after
+the die began to cool, only ever reads a peak too low, so the hottest is the best witness; and a
+heatsink that warms makes the newest prompt the hottest, so ``a`` follows it at once. Nothing
+here is specific to a card: ``a`` and ``b`` come from the card's own readings.
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ class HeatSample:
 class HeatLearner:
     """Fits :class:`HeatModel` to the last ``window`` measured prompts.
 
-    Weighted least squares (weight ``decay ** age``) with a ridge penalty ``ridge`` (°C²)
-    pulling the slope towards ``prior.b``; the slope is kept within [0.2, 0.98] (a die that
-    forgets nothing, or everything, in one prompt is a bad fit, not a card).
+    The slope: weighted least squares (weight ``decay ** age``) with a ridge penalty ``ridge``
+    (°C²) pulling it towards ``prior.b``, kept within [0.2, 0.98] (a die that forgets nothing,
+    or everything, in one prompt is a bad fit, not a card). ``a``: the hottest
+    ``end - b * start`` of the last ``witnesses`` prompts.
 
     >>> learner = HeatLearner()
     >>> learner.add(43.0, 62.9)
@@ -78,10 +82,12 @@ class HeatLearner:
         window: int = 10,
         decay: float = 0.8,
         ridge: float = 20.0,
+        witnesses: int = 4,
     ) -> None:
         self.prior = prior or HeatModel(PRIOR_A, PRIOR_B)
         self.decay = decay
         self.ridge = ridge
+        self.witnesses = witnesses
         self._samples: deque[HeatSample] = deque(maxlen=window)
         self._model = self.prior
 
@@ -124,4 +130,5 @@ class HeatLearner:
         b = min(max(b, 0.2), 0.98)
         if not math.isfinite(b):  # pragma: no cover - only with non-finite readings
             b = self.prior.b
-        return HeatModel(mean_y - b * mean_x, b)
+        recent = list(self._samples)[-self.witnesses :]
+        return HeatModel(max(s.end_c - b * s.start_c for s in recent), b)

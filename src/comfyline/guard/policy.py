@@ -23,9 +23,14 @@ ends?", with the heat of one prompt learned from the run (:mod:`comfyline.guard.
   each image, one prompt at a time, as the seed did, said once.
 
 Before the first prompt is measured, a conservative prior applies (:data:`heat.PRIOR_A`,
-:data:`heat.PRIOR_B`): an idle card goes at once, a hot one cools first. A sensor that lags
-shows a prompt's peak only after it ended: while nothing runs, a later reading hotter than the
-one taken at the end replaces it.
+:data:`heat.PRIOR_B`): an idle card goes at once, a hot one cools first. What readings get
+wrong errs on the cool side: a reading taken late, after the die began to cool, reads a peak
+too low, so the fit takes the hottest of the last prompts, not their mean; a sensor that lags
+shows a prompt's peak only after it ended, so while nothing runs a later, hotter reading
+replaces the one taken at the end (and a hold re-reads soon while the readings still rise); a
+sensor that reads whole degrees (NVML) may be up to 1 °C under the card, so forecasts start
+from the top of that degree. While the card cools, the gate re-reads it when it should have
+cooled enough, from how fast it cooled so far, not on a fixed beat.
 
 Time is injected (``clock``, ``sleep``) so that tests run the policy without waiting. Every
 decision is a :class:`GuardEvent`; every reading is kept as a :class:`Sample` for the report.
@@ -156,9 +161,9 @@ class _Hold:
     first_c: float | None = None
     why: str = ""
     to_resume: bool = False  # at/over the target: cool to the resume temperature too
-    critical: bool = False
+    critical: bool = False  # the critical temperature was reached (and said)
     freed: bool = False
-    cool_from: tuple[float, float] | None = None  # (time, °C) of the first cooling reading
+    hottest: tuple[float, float] | None = None  # (time, °C) of its hottest reading so far
 
 
 _GO = "go"
@@ -177,7 +182,9 @@ class Guard:
     after the peak, a heatsink that warmed since the last prompts). ``prior`` is the heat of a
     prompt assumed before one is measured. While the card cools, the gate re-reads it when it
     expects it to have reached the release temperature (from how fast it cooled so far), at
-    least every ``limits.poll_interval_s`` and at most every ``min_poll_s``.
+    least every ``limits.poll_interval_s`` and at most every ``min_poll_s``. ``resolution_c``:
+    how much hotter than a reading the card may be (None: 1 °C while every reading is a whole
+    number, as NVML and nvidia-smi report, else 0); forecasts start from the top of it.
 
     Use ``guard.before_prompt`` as the adapter's gate and call ``await guard.after_prompt(n)``
     for every prompt that finished (n images); run ``guard.watch()`` as a task.
@@ -198,6 +205,7 @@ class Guard:
         margin_c: float = 1.0,
         prior: HeatModel | None = None,
         min_poll_s: float = 0.05,
+        resolution_c: float | None = None,
     ) -> None:
         self.sensor = sensor
         self.limits = limits
@@ -218,9 +226,12 @@ class Guard:
         self._released = 0
         self._in_series = 0
         self._flight: deque[_Flight] = deque()
+        self._ended = 0  # prompts reported by after_prompt
         self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
         self._end_open = False  # the last measured end may still show hotter (nothing ran since)
         self._had_temperature = False
+        self._whole_degrees = True  # every reading so far a whole number (NVML, nvidia-smi)
+        self._resolution_set = resolution_c
         self._lost = False
         self._said: set[str] = set()
 
@@ -249,12 +260,15 @@ class Guard:
         flight = self._flight.popleft() if self._flight else None
         learned = False
         if flight is not None and flight.start_c is not None and end_c is not None and images:
-            self.heat.add(flight.start_c, end_c)
+            half = self._resolution_c() / 2  # a whole-degree reading T means T .. T+1
+            self.heat.add(flight.start_c + half, end_c + half)
             learned = True
-        if self._flight and self._flight[0].queued:
-            # It waited on the server behind this one, so it started when this one ended.
-            self._flight[0] = _Flight(end_c, queued=False)
+        if self._flight and (self._flight[0].queued or not images):
+            # It waited on the server behind this one, so it started when this one ended. (A
+            # prompt that failed may never have run: then when the next one started is unknown.)
+            self._flight[0] = _Flight(end_c if images else None, queued=False)
         self._end_open = learned and not self._flight
+        self._ended += 1
         self._finished.set()
         return self.samples[-1] if reading is not None and self.samples else None
 
@@ -276,7 +290,8 @@ class Guard:
     def release_below_c(self) -> float:
         """The hottest reading from which a lone prompt may go now (the resume and critical
         rules aside)."""
-        return self.heat_model().start_for_peak_c(self.limits.target_c - self.margin_c)
+        limit = self.limits.target_c - self.margin_c
+        return self.heat_model().start_for_peak_c(limit) - self._resolution_c()
 
     def cooling_s_per_image(self) -> float:
         """Seconds of holding and pausing per image so far (before any image: the level's pause
@@ -294,6 +309,7 @@ class Guard:
     async def _pass(self, hold: _Hold) -> float | None:
         """Wait until the next prompt may go; the reading it goes at (None: no temperature)."""
         while True:
+            ended = self._ended
             reading = await self._read()
             temp = reading.temperature_c if reading is not None else None
             if temp is None or reading is None:
@@ -306,23 +322,25 @@ class Guard:
             if verdict == _GO:
                 self._end_hold(hold, temp)
                 return temp
-            if hold.first_c is None:
-                hold.first_c, hold.why = temp, self._why(temp, reading, hold)
-                if hold.critical:
-                    self._emit("critical", f"{hold.why}: nothing is sent until it cools", temp)
+            if hold.to_resume and not hold.why:  # over the target: say so, not the forecast
+                hold.why = self._why(temp, reading, hold)
+            if temp >= self.limits.critical_c and not hold.critical:
+                hold.critical = True
+                why = self._why(temp, reading, hold)
+                self._emit("critical", f"{why}: nothing is sent until it cools", temp)
             if temp >= self.limits.critical_c and not hold.freed:
                 hold.freed = True
                 await self._free(f"card at {temp:.1f} °C")
             if verdict == _WAIT:
-                await self._wait_for_flight()
-            else:
-                await self._cool_step(hold, temp)
+                await self._wait_for_flight(ended)
+                continue
+            if hold.first_c is None:
+                hold.first_c, hold.why = temp, hold.why or self._why(temp, reading, hold)
+            await self._cool_step(hold, temp)
 
     def _verdict(self, temp: float, reading: Reading, hold: _Hold) -> str:
         lim = self.limits
-        if temp >= lim.critical_c:
-            hold.critical = hold.to_resume = True
-        elif temp >= lim.target_c or reading.thermal_throttling:
+        if temp >= lim.target_c or reading.thermal_throttling:
             hold.to_resume = True
         model, limit = self.heat.model(), lim.target_c - self.margin_c
         if self._flight:
@@ -331,22 +349,27 @@ class Guard:
             return _WAIT
         if hold.to_resume and temp > lim.resume_c:
             return _COOL
-        return _GO if model.peak_c(temp) <= limit else _COOL
+        return _GO if model.peak_c(temp + self._resolution_c()) <= limit else _COOL
 
     def _flight_end_c(self, temp: float, model: HeatModel) -> float:
-        """The expected temperature when everything in flight has finished."""
+        """The expected temperature when everything in flight has finished (readings taken at
+        the top of their resolution: a whole-degree T may be T + 0.99)."""
+        step = self._resolution_c()
         end: float | None = None
         for flight in self._flight:
-            start = flight.start_c if flight.start_c is not None else end
-            end = model.peak_c(start if start is not None else temp)
+            start = flight.start_c + step if flight.start_c is not None else end
+            end = model.peak_c(start if start is not None else temp + step)
         assert end is not None
-        return max(end, temp)  # hotter than expected already: the reading wins
+        return max(end, temp + step)  # hotter than expected already: the reading wins
 
-    async def _wait_for_flight(self) -> None:
-        # No poll: after_prompt sets the event. The adapter bounds every prompt with its own
-        # timeout and always reports it (a result, or an error that cancels this gate).
-        self._finished.clear()
-        await self._finished.wait()
+    async def _wait_for_flight(self, ended: int) -> None:
+        """Until a prompt ends after ``ended`` had (a count taken before the decision to wait:
+        one that ended meanwhile is not waited for). No poll: after_prompt sets the event. The
+        adapter bounds every prompt with its own timeout and always reports it (a result, or an
+        error that cancels this gate)."""
+        while self._ended == ended:
+            self._finished.clear()
+            await self._finished.wait()
 
     async def _cool_step(self, hold: _Hold, temp: float | None) -> None:
         """One wait while the card cools with nothing in flight; trips past the timeout."""
@@ -357,19 +380,22 @@ class Guard:
             self._trip(hold, temp, now - hold.began)
         delay = self.limits.poll_interval_s
         if temp is not None:
-            if hold.cool_from is None:
-                hold.cool_from = (now, temp)
-                delay = self.min_poll_s  # a second reading soon tells how fast it cools
+            if hold.hottest is None or temp > hold.hottest[1]:
+                # A second reading soon tells how fast it cools; or, while the readings still
+                # rise (a sensor that lags behind the die), catches the peak they show late.
+                hold.hottest = (now, temp)
+                delay = self.min_poll_s
             else:
                 delay = self._time_to_goal(hold, now, temp)
         await self._sleep(delay)
 
     def _time_to_goal(self, hold: _Hold, now: float, temp: float) -> float:
-        """When to read next: when the card, cooling at its mean rate since the hold began,
-        reaches the release temperature. Cooling slows as it goes (an exponential), so this
-        errs early, never late; bounded by ``min_poll_s`` and ``poll_interval_s``."""
-        assert hold.cool_from is not None
-        t0, first = hold.cool_from
+        """When to read next: when the card, cooling at its mean rate since its hottest reading
+        in this hold, reaches the release temperature. Cooling slows as it goes (an
+        exponential), so this errs early, never late; bounded by ``min_poll_s`` and
+        ``poll_interval_s``."""
+        assert hold.hottest is not None
+        t0, first = hold.hottest
         rate = (first - temp) / (now - t0) if now > t0 else 0.0
         goal = self.release_below_c()
         if hold.to_resume:
@@ -402,7 +428,7 @@ class Guard:
         if self._released == 0 or self.level_pause_s <= 0:
             return  # nothing ran yet (nothing to cool down from), or no pause is asked for
         while self._flight:  # the pause is a rest: it starts when the card has nothing to do
-            await self._wait_for_flight()
+            await self._wait_for_flight(self._ended)
         await self._sleep(self.level_pause_s)
         self.stats.paused_s += self.level_pause_s
 
@@ -410,7 +436,7 @@ class Guard:
         """Free memory and cool down after ``max_batch`` images; False: no temperature, the
         series pause was taken instead (the prompt may go)."""
         while self._flight:
-            await self._wait_for_flight()
+            await self._wait_for_flight(self._ended)
         reading = await self._read()
         temp = reading.temperature_c if reading is not None else None
         self._emit(
@@ -444,7 +470,7 @@ class Guard:
         if hold.why:
             return hold.why
         model = self.heat.model()
-        start = self._flight_end_c(temp, model) if self._flight else temp
+        start = self._flight_end_c(temp, model) if self._flight else temp + self._resolution_c()
         return (
             f"card at {temp:.1f} °C would pass the target {lim.target_c:.0f} °C with the next "
             f"prompt (expected peak {model.peak_c(start):.1f} °C, {len(self._flight)} in flight)"
@@ -491,11 +517,20 @@ class Guard:
             self._emit("sensor_back", f"the {self.sensor.name} sensor answers again", None)
         if reading is not None:
             self._had_temperature |= temp is not None
-            if temp is not None and self._end_open and not self._flight:
-                self.heat.raise_last_end(temp)
+            if temp is not None:
+                self._whole_degrees = self._whole_degrees and temp == int(temp)
+                if self._end_open and not self._flight:
+                    self.heat.raise_last_end(temp + self._resolution_c() / 2)
             self._record(reading)
             self._check_slowdown(reading)
         return reading
+
+    def _resolution_c(self) -> float:
+        """How much hotter than its reading the card may be: ``resolution_c`` when given, else
+        1 °C for a sensor that reads whole degrees (NVML floors: 77 means 77 .. 77.99), else 0."""
+        if self._resolution_set is not None:
+            return self._resolution_set
+        return 1.0 if self._whole_degrees and self._had_temperature else 0.0
 
     def _note_no_temperature(self, reading: Reading | None) -> None:
         if reading is None:
