@@ -46,7 +46,7 @@ from comfyline.errors import (
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import Guard, GuardEvent, Limits, OomRecovery, choose_sensor, describe
 from comfyline.guard.sensors import Sensor
-from comfyline.images import TEMP_SUFFIX, sha256_hex
+from comfyline.images import TEMP_SUFFIX
 from comfyline.ledger import (
     Ledger,
     OrderStatus,
@@ -170,7 +170,15 @@ async def check_against_server(order_path: Path, settings: Settings) -> str:
     async with ComfyUIAdapter(settings) as comfy:
         await comfy.check_ready()
         checkpoint = await comfy.resolve_checkpoint(order.checkpoint or settings.checkpoint)
-        request = _request(order, order_path.parent, the_plan.slots[0], Path("."), "", None)
+        request = _request(
+            order,
+            the_plan.slots[0],
+            Path("."),
+            "",
+            None,
+            checkpoint=checkpoint,
+            workflow=_workflow(order, order_path.parent),
+        )
         graph = build_graph(request, checkpoint)
         ensure_graph_fits(graph, await comfy.object_info(), server=comfy.url)
         await comfy.check_request(request)
@@ -187,14 +195,13 @@ def _workflow(order: Order, order_dir: Path) -> Workflow | None:
 
 def _request(
     order: Order,
-    order_dir: Path,
     slot: Slot,
     out: Path,
     prompt_id: str,
     params: GenerationParams | None,
     *,
-    checkpoint: str | None = None,
-    workflow: Workflow | None = None,
+    checkpoint: str | None,
+    workflow: Workflow | None,
 ) -> GenerationRequest:
     return GenerationRequest(
         prompt=slot.prompt,
@@ -206,7 +213,7 @@ def _request(
         checkpoint=checkpoint,
         filename_prefix=f"comfyline/{order.id}/img",
         prompt_id=prompt_id or None,
-        workflow=workflow if workflow is not None else _workflow(order, order_dir),
+        workflow=workflow,
         inputs=dict(order.inputs),
         nodes={k: v for k, v in order.nodes.model_dump().items() if v is not None},
     )
@@ -297,9 +304,8 @@ class _Run:
             for record in self.ledger.failed():
                 self.ledger.requeue(record.index, "retried by a new run")
             self._pending.extend(r.index for r in self.ledger.pending())
-            self.throughput = Throughput(
-                self.ledger.counts().total, self.ledger.counts().done, clock=self.clock
-            )
+            counts = self.ledger.counts()
+            self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
             return await self._produce()
 
     async def _preflight(self) -> None:
@@ -437,7 +443,6 @@ class _Run:
     ) -> GenerationRequest:
         return _request(
             self.order,
-            self.order_dir,
             slot,
             self.out,
             prompt_id,
@@ -515,9 +520,8 @@ class _Run:
         files: list[str] = []
         digests: list[str] = []
         for image in result.images:
-            embed_parameters(image.path, self._png_parameters(slot, result))
+            digests.append(embed_parameters(image.path, self._png_parameters(slot, result)))
             files.append(image.path.relative_to(self.out).as_posix())
-            digests.append(sha256_hex(image.path.read_bytes()))
         made = result.request.params
         made_with = made.model_dump(mode="json") if made != slot.params else None
         self.ledger.mark_done(index, files, digests, result.seconds, made_with)

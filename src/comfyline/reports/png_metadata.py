@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from comfyline.errors import OutputError
-from comfyline.images import write_atomic
+from comfyline.images import sha256_hex, write_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PARAMETERS_KEY = "parameters"
@@ -72,9 +72,10 @@ def infotext(params: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def embed_parameters(png_path: Path, params: Mapping[str, Any]) -> None:
+def embed_parameters(png_path: Path, params: Mapping[str, Any]) -> str:
     """Add (or replace) the ``parameters`` and ``comfyline`` text chunks of the PNG at
     ``png_path``, keeping everything else, ComfyUI's ``prompt``/``workflow`` chunks included.
+    Returns the sha256 of the file as written (so nobody has to read it back to hash it).
 
     Raises :class:`OutputError` when the file is not a readable PNG or cannot be rewritten.
     """
@@ -95,6 +96,7 @@ def embed_parameters(png_path: Path, params: Mapping[str, Any]) -> None:
         write_atomic(path, out)
     except OSError as exc:
         raise OutputError(f"cannot rewrite the image {path}: {exc}") from exc
+    return sha256_hex(out)
 
 
 def read_text_chunks(png_path: Path) -> dict[str, str]:
