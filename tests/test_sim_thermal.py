@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from comfyline.sim import ThermalConfig, ThermalModel
+from sim_graphs import txt2img
 
 WORK_S = 1.54  # the seed's 3.54 s per image less its 2.0 s pause
 PAUSE_S = 2.0
@@ -108,7 +109,7 @@ def test_overheating_blacks_the_server_out(make_sim: Any) -> None:
     # The model load (not heating) holds the first prompt until all ten are queued.
     timing = {"fixed_prompt_s": WORK_S, "model_load_s": 20.0, "time_scale": 0.02}
     with make_sim(thermal=thermal, **timing) as sim:
-        graph = _graph()
+        graph = txt2img(seed=0, text="hot", width=32, height=32, prefix="hot", steps=1)
 
         async def scenario() -> None:
             url = sim.url.replace("http://", "ws://") + "/ws?clientId=hot"
@@ -129,34 +130,3 @@ def test_overheating_blacks_the_server_out(make_sim: Any) -> None:
     assert sensor["blackouts"] == 1
     assert stats["lost"] == 1 and stats["executed"] == 3  # the 4th image took it past 85 °C
     assert sensor["temperature_c"] < 85.0  # it cooled while away
-
-
-def _graph() -> dict[str, Any]:
-    return {
-        "4": {
-            "class_type": "CheckpointLoaderSimple",
-            "inputs": {"ckpt_name": "sim-sd15.safetensors"},
-        },
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 32, "height": 32, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "hot", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 0,
-                "steps": 1,
-                "cfg": 5.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["6", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "hot", "images": ["8", 0]}},
-    }
