@@ -124,7 +124,7 @@ def smoke_test_command(
         seed=seed,
     )
     console = Console(highlight=False)
-    report = asyncio.run(run_smoke_test(settings, options, notify=console.print))
+    report = asyncio.run(run_smoke_test(settings, options, console=console))
     console.print(render_report(report))
     console.print(f"Report saved to {out / 'smoke_report.json'}")
     if report.failed:
@@ -208,10 +208,8 @@ def run_order_command(
     output folder. Exit status 1 when any image failed.
     """
     import asyncio
-    import contextlib
 
-    from comfyline.backend import choose_backend
-    from comfyline.orders import load_order
+    from comfyline.orders import load
     from comfyline.pipeline import generate
     from comfyline.settings import Settings
 
@@ -223,20 +221,9 @@ def run_order_command(
     settings = Settings(**overrides)
     console = Console(stderr=True, highlight=False)
     # An invalid order is reported (exit 2) before any server is contacted or started.
-    load_order(path / "project.yaml" if path.is_dir() else path)
-
-    async def run() -> int:
-        with contextlib.ExitStack() as stack:
-            backend = await choose_backend(
-                settings, stack, force_sim=sim, notify=lambda line: console.print(line)
-            )
-            run_settings = settings.model_copy(update={"comfyui_url": backend.url})
-            report = await generate(
-                path, settings=run_settings, simulated=backend.simulated, console=console
-            )
-        return report.totals.failed + report.totals.missing
-
-    if asyncio.run(run()):
+    loaded = load(path)
+    report = asyncio.run(generate(loaded, settings=settings, sim=sim, console=console))
+    if report.totals.failed + report.totals.missing:
         raise typer.Exit(code=1)
 
 
@@ -248,32 +235,42 @@ def status_command(
     output_root: Path | None = typer.Option(  # noqa: B008
         None, help="Folder under which orders write (default: sd/outputs)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per order, for scripts."),
 ) -> None:
-    """Show each order's life-cycle state and progress, also while a runner works on it."""
+    """Show each order's state, progress, rate, ETA, temperature and servers, also while a
+    runner works on it; for an interrupted order, the command that resumes it."""
+    import json
+
     from rich.table import Table
 
-    from comfyline.orders import find_orders
-    from comfyline.pipeline import order_status
+    from comfyline.progress import format_duration
     from comfyline.settings import Settings
+    from comfyline.status import order_rows
 
     overrides: dict[str, Any] = {"output_root": output_root} if output_root is not None else {}
     settings = Settings(**overrides)
-    files, problems = find_orders(paths or [Path("automation/orders")])
-    table = Table("order", "state", "done", "failed", "total", "runner")
-    for file in files:
-        try:
-            order, status, total = order_status(file, settings)
-        except ComfylineError as exc:
-            table.add_row(str(file), "invalid", "", "", "", type(exc).__name__)
-            continue
-        if status is None:
-            table.add_row(order.id, "new", "0", "0", str(total), "")
-            continue
-        c = status.counts
-        runner = f"pid {status.runner_pid}" if status.running else ""
-        table.add_row(
-            order.id, status.order.state.value, str(c.done), str(c.failed), str(c.total), runner
-        )
-    Console().print(table)
+    rows, problems = order_rows(paths or [Path("automation/orders")], settings)
+    if as_json:
+        typer.echo(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        table = Table("order", "state", "done", "failed", "total", "rate", "ETA", "°C", "server")
+        for row in rows:
+            table.add_row(
+                row.order,
+                row.state,
+                str(row.done),
+                str(row.failed),
+                str(row.total),
+                f"{row.per_minute:.1f}/min" if row.per_minute else "",
+                format_duration(row.eta_s) if row.eta_s is not None else "",
+                f"{row.temperature_c:.0f}" if row.temperature_c is not None else "",
+                ", ".join(row.servers),
+            )
+        Console().print(table)
+        for row in rows:
+            if row.problem:
+                typer.echo(f"{row.order}: invalid: {row.problem}", err=True)
+            elif row.resume and row.state != "new":
+                typer.echo(f"{row.order}: {row.state}; resume with: {row.resume}")
     for problem in problems:
         typer.echo(str(problem), err=True)

@@ -19,6 +19,7 @@ they enter, with ``raise ... from exc``.
     │   ├── ExecutionFailed      the server ran the prompt and it failed (execution_error)
     │   │   └── OutOfMemory      ... because the GPU (or CPU) ran out of memory
     │   ├── ExecutionInterrupted the prompt was interrupted (by us or by someone else)
+    │   │   └── PromptDeleted    ... removed from the queue before it ran ("Clear queue")
     │   └── ImageInvalid         an image came back that does not decode or has the wrong size
     ├── GuardTripped             the GPU did not cool down in time; the order stopped cleanly
     ├── LedgerError              the order's SQLite ledger is unusable
@@ -196,6 +197,20 @@ class ExecutionInterrupted(ComfyError):
         self.prompt_id = prompt_id
         self.node_id = node_id
         super().__init__(f"prompt {prompt_id} was interrupted at node {node_id}")
+
+
+class PromptDeleted(ExecutionInterrupted):
+    """Our prompt vanished from the server's queue before it ran: someone deleted it (the
+    "Clear queue" button) or the server dropped it. Nothing was made; it can be sent again."""
+
+    def __init__(self, prompt_id: str, server: str) -> None:
+        self.prompt_id = prompt_id
+        self.node_id = None
+        ComfyError.__init__(
+            self,
+            f"prompt {prompt_id} was removed from the queue of {server} before it ran "
+            "(someone cleared the queue or deleted it)",
+        )
 
 
 class ImageInvalid(ComfyError):

@@ -46,9 +46,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from comfyline.errors import LedgerError, OrderLocked
-from comfyline.schemas.order import OrderState, can_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: per-slot file stem, title, keywords, backend, image sizes, wall time and checkpoint; a
+per-ledger run nonce in the prompt ids. A version-1 ledger is migrated when opened."""
 LEDGER_DIR = ".comfyline"
 LEDGER_FILE = "ledger.sqlite3"
 
@@ -61,13 +62,62 @@ def ledger_path(output_dir: Path) -> Path:
     return output_dir / LEDGER_DIR / LEDGER_FILE
 
 
-def slot_prompt_id(order_id: str, index: int, attempt: int) -> str:
-    """The prompt id of a slot's attempt: the same for the same (order, slot, attempt), always.
+def slot_prompt_id(order_id: str, index: int, attempt: int, nonce: str = "") -> str:
+    """The prompt id of a slot's attempt: the same for the same (order, slot, attempt, nonce),
+    always.
 
     The runner sends it with the prompt, so after a crash it can find the prompt again in the
-    server's queue or history.
+    server's queue or history. ``nonce`` is the ledger's own random value (``Ledger.nonce``):
+    two ledgers of one order id (a new output root, another project) never share prompt ids on
+    a server, so one never collects the other's images. Ledgers made before the nonce existed
+    use ``""`` and keep their ids.
     """
-    return str(uuid.uuid5(PROMPT_ID_NAMESPACE, f"{order_id}/{index}/{attempt}"))
+    name = f"{order_id}/{index}/{attempt}" + (f"/{nonce}" if nonce else "")
+    return str(uuid.uuid5(PROMPT_ID_NAMESPACE, name))
+
+
+class OrderState(StrEnum):
+    """The life cycle of an order, stored in its ledger and shown by ``comfyline status``.
+
+    ``new → validated → queued → running → completed | partial | failed | cancelled``; an
+    unfinished order (partial, failed, cancelled, or running when its runner died) goes back to
+    ``queued`` when it is run again. Legal moves are in :data:`ORDER_TRANSITIONS`.
+    """
+
+    NEW = "new"  # the ledger exists, nothing checked yet
+    VALIDATED = "validated"  # the order file passed validation and its slots are planned
+    QUEUED = "queued"  # ready to run, waiting for a backend
+    RUNNING = "running"  # a runner is working on it
+    COMPLETED = "completed"  # every slot is done (final: running it again does nothing)
+    PARTIAL = "partial"  # the run ended with some slots done and some failed
+    FAILED = "failed"  # the run ended and no slot is done
+    CANCELLED = "cancelled"  # stopped by the user (Ctrl-C) or the guard; resumable
+
+
+ORDER_TRANSITIONS: Mapping[OrderState, frozenset[OrderState]] = {
+    OrderState.NEW: frozenset({OrderState.VALIDATED}),
+    OrderState.VALIDATED: frozenset({OrderState.QUEUED}),
+    OrderState.QUEUED: frozenset({OrderState.RUNNING, OrderState.CANCELLED}),
+    # QUEUED again: the runner died (SIGKILL, power loss) and a new one picks the order up.
+    OrderState.RUNNING: frozenset(
+        {
+            OrderState.COMPLETED,
+            OrderState.PARTIAL,
+            OrderState.FAILED,
+            OrderState.CANCELLED,
+            OrderState.QUEUED,
+        }
+    ),
+    OrderState.COMPLETED: frozenset(),
+    OrderState.PARTIAL: frozenset({OrderState.QUEUED}),
+    OrderState.FAILED: frozenset({OrderState.QUEUED}),
+    OrderState.CANCELLED: frozenset({OrderState.QUEUED}),
+}
+
+
+def can_transition(old: OrderState, new: OrderState) -> bool:
+    """Whether an order may move from ``old`` to ``new`` (see :data:`ORDER_TRANSITIONS`)."""
+    return new in ORDER_TRANSITIONS[old]
 
 
 class SlotState(StrEnum):
@@ -104,6 +154,12 @@ class PlannedSlot(Protocol):
     def seed(self) -> int: ...
     @property
     def params(self) -> Any: ...
+    @property
+    def stem(self) -> str: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def keywords(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)
@@ -143,6 +199,18 @@ class SlotRecord:
     made_with: dict[str, Any] | None = None
     """The parameters the images were made with, where they differ from ``params`` (the run
     stepped down after an out-of-memory error)."""
+    stem: str = ""
+    """The file name (without ``.png``) the plan gave the slot."""
+    title: str | None = None
+    keywords: tuple[str, ...] = ()
+    backend: str | None = None
+    """The server the latest attempt went to (its name or URL)."""
+    sizes: tuple[tuple[int, int], ...] = ()
+    """Each file's real pixel size (width, height), as decoded."""
+    wall_seconds: float | None = None
+    """Our own clock, from the POST to the checked result (``seconds`` is the server's)."""
+    checkpoint: str | None = None
+    """The checkpoint the images were made with."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +306,14 @@ CREATE TABLE IF NOT EXISTS slot (
     seconds REAL,
     error TEXT,
     updated REAL NOT NULL,
-    made_with TEXT -- the parameters it was made with, when they differ from params (step down)
+    made_with TEXT, -- the parameters it was made with, when they differ from params (step down)
+    stem TEXT NOT NULL DEFAULT '',
+    title TEXT,
+    keywords TEXT NOT NULL DEFAULT '[]',
+    backend TEXT,
+    sizes TEXT NOT NULL DEFAULT '[]',
+    wall_seconds REAL,
+    checkpoint TEXT
 );
 CREATE INDEX IF NOT EXISTS slot_state ON slot (state, idx);
 CREATE TABLE IF NOT EXISTS event (
@@ -264,8 +339,19 @@ CREATE TABLE IF NOT EXISTS reading (
 
 _SLOT_COLUMNS = (
     "idx, key, prompt, negative, seed, params, state, prompt_id, attempt, files, sha256s, "
-    "seconds, error, updated, made_with"
+    "seconds, error, updated, made_with, stem, title, keywords, backend, sizes, wall_seconds, "
+    "checkpoint"
 )
+_V2_COLUMNS = (
+    ("stem", "TEXT NOT NULL DEFAULT ''"),
+    ("title", "TEXT"),
+    ("keywords", "TEXT NOT NULL DEFAULT '[]'"),
+    ("backend", "TEXT"),
+    ("sizes", "TEXT NOT NULL DEFAULT '[]'"),
+    ("wall_seconds", "REAL"),
+    ("checkpoint", "TEXT"),
+)
+"""Columns schema 2 added to ``slot``: a version-1 ledger gets them when it is opened."""
 
 
 class Ledger:
@@ -352,6 +438,7 @@ class Ledger:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            fresh = cur.execute('SELECT count(*) FROM "order"').fetchone()[0] == 0
             cur.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -364,6 +451,17 @@ class Ledger:
                     f"the ledger {self.path} was written by a newer comfyline (ledger schema "
                     f"{version}, this one reads {SCHEMA_VERSION}); upgrade comfyline to resume"
                 )
+            if version < SCHEMA_VERSION:
+                _migrate(cur)
+            if fresh:
+                # A new ledger's prompt ids are its own (see slot_prompt_id); an old one keeps
+                # the ids its prompts were sent with.
+                cur.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('run_nonce', ?)",
+                    (uuid.uuid4().hex[:16],),
+                )
+            row = cur.execute("SELECT value FROM meta WHERE key = 'run_nonce'").fetchone()
+            self.nonce: str = row[0] if row else ""
             row = cur.execute('SELECT id, fingerprint FROM "order"').fetchone()
             if row is None:
                 now = self._clock()
@@ -371,6 +469,13 @@ class Ledger:
                     'INSERT INTO "order" VALUES (?, ?, ?, NULL, ?, ?, ?)',
                     (self.order_id, fingerprint, OrderState.NEW.value, now, now, comfyline_version),
                 )
+                return
+            if row[1] != fingerprint and row[0] == self.order_id and _never_sent(cur):
+                # Nothing was ever sent (a pre-flight failed, the user fixed the order): the
+                # edit costs nothing, so the order starts over with its new content.
+                cur.execute("DELETE FROM slot")
+                cur.execute('UPDATE "order" SET fingerprint = ?, seed_base = NULL', (fingerprint,))
+                self._event(cur, "order.edited", detail={"from": row[1], "to": fingerprint})
                 return
         self._check_identity(row[0], row[1], fingerprint)
 
@@ -383,7 +488,7 @@ class Ledger:
         if stored_fp != fingerprint:
             raise LedgerError(
                 f"order {self.order_id!r} was edited after it started: its ledger {self.path} "
-                f"was made for fingerprint {stored_fp[:16]}, the order file now gives "
+                f"was made for fingerprint {stored_fp[:16]}, the order and its files now give "
                 f"{fingerprint[:16]}. Undo the edit to resume the run, or give the order a new id "
                 f"(or delete {self.path.parent}) to start it over"
             )
@@ -435,6 +540,7 @@ class Ledger:
         the plan differs from the recorded one (same fingerprint, different plan: a bug, or a
         comfyline upgrade that plans differently).
         """
+        slots = list(slots)
         rows = [_slot_row(s) for s in slots]
         with self._write() as cur:
             stored = cur.execute(
@@ -447,9 +553,15 @@ class Ledger:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(*r, SlotState.PLANNED.value, now) for r in rows],
                 )
-                return len(rows)
-        self._check_plan(sorted(map(_comparable, rows)), sorted(map(_comparable, stored)))
-        return 0
+            else:
+                self._check_plan(sorted(map(_comparable, rows)), sorted(map(_comparable, stored)))
+            # Sale data and file names may be filled in later (a ledger from before they were
+            # recorded): they describe the slot, they do not change what it makes.
+            cur.executemany(
+                "UPDATE slot SET stem = ?, title = ?, keywords = ? WHERE idx = ?",
+                [_sale_row(s) for s in slots],
+            )
+        return 0 if stored else len(rows)
 
     def _check_plan(self, planned: list[tuple[Any, ...]], stored: list[tuple[Any, ...]]) -> None:
         if len(planned) != len(stored):
@@ -500,8 +612,11 @@ class Ledger:
         """How many slots are in each state."""
         return _counts(self._conn)
 
-    def mark_submitted(self, index: int, prompt_id: str, attempt: int) -> None:
-        """Record that attempt ``attempt`` of slot ``index`` is about to be sent as ``prompt_id``.
+    def mark_submitted(
+        self, index: int, prompt_id: str, attempt: int, backend: str | None = None
+    ) -> None:
+        """Record that attempt ``attempt`` of slot ``index`` is about to be sent as ``prompt_id``
+        (to ``backend``, its name or URL).
 
         Call it BEFORE the POST. ``attempt`` must be the slot's ``attempt + 1``.
         """
@@ -513,11 +628,12 @@ class Ledger:
                     f"but the next attempt is {slot.attempt + 1}"
                 )
             cur.execute(
-                "UPDATE slot SET state = ?, prompt_id = ?, attempt = ?, error = NULL, updated = ? "
-                "WHERE idx = ?",
-                (SlotState.SUBMITTED.value, prompt_id, attempt, self._clock(), index),
+                "UPDATE slot SET state = ?, prompt_id = ?, attempt = ?, error = NULL, updated = ?, "
+                "backend = ? WHERE idx = ?",
+                (SlotState.SUBMITTED.value, prompt_id, attempt, self._clock(), backend, index),
             )
-            self._event(cur, "submitted", index, attempt, prompt_id)
+            detail = {"backend": backend} if backend else None
+            self._event(cur, "submitted", index, attempt, prompt_id, detail)
 
     def record_prompt_id(self, index: int, prompt_id: str) -> None:
         """Replace a submitted slot's prompt id with the one the server chose (servers that
@@ -539,10 +655,15 @@ class Ledger:
         sha256s: Sequence[str],
         seconds: float,
         made_with: Mapping[str, Any] | None = None,
+        *,
+        sizes: Sequence[tuple[int, int]] = (),
+        wall_seconds: float | None = None,
+        checkpoint: str | None = None,
     ) -> None:
         """Record that slot ``index`` is finished: its files (paths relative to the output
         folder) are written, checked, and have these sha256s. Call it after they are on disk.
-        ``made_with``: the parameters used, when they differ from the planned ones."""
+        ``made_with``: the parameters used, when they differ from the planned ones; ``sizes``
+        each file's real pixel size; ``seconds`` the server's time, ``wall_seconds`` ours."""
         if len(files) != len(sha256s) or not files:
             raise LedgerError(
                 f"slot {index} of order {self.order_id!r}: mark_done needs one sha256 per file and "
@@ -552,7 +673,8 @@ class Ledger:
             slot = self._move(cur, index, SlotState.DONE)
             cur.execute(
                 "UPDATE slot SET state = ?, files = ?, sha256s = ?, seconds = ?, error = NULL, "
-                "updated = ?, made_with = ? WHERE idx = ?",
+                "updated = ?, made_with = ?, sizes = ?, wall_seconds = ?, checkpoint = ? "
+                "WHERE idx = ?",
                 (
                     SlotState.DONE.value,
                     json.dumps(list(files)),
@@ -560,6 +682,9 @@ class Ledger:
                     seconds,
                     self._clock(),
                     json.dumps(dict(made_with)) if made_with is not None else None,
+                    json.dumps([list(size) for size in sizes]),
+                    wall_seconds,
+                    checkpoint,
                     index,
                 ),
             )
@@ -808,6 +933,19 @@ def _connect(path: Path) -> sqlite3.Connection:
         ) from exc
 
 
+def _migrate(cur: sqlite3.Cursor) -> None:
+    """Bring a version-1 ledger to this schema: add the new slot columns, keep every row."""
+    have = {row[1] for row in cur.execute("PRAGMA table_info(slot)")}
+    for name, kind in _V2_COLUMNS:
+        if name not in have:
+            cur.execute(f"ALTER TABLE slot ADD COLUMN {name} {kind}")
+    cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _never_sent(cur: sqlite3.Cursor) -> bool:
+    return bool(cur.execute("SELECT count(*) FROM slot WHERE attempt > 0").fetchone()[0] == 0)
+
+
 def _params_json(params: Any) -> str:
     if hasattr(params, "model_dump"):
         params = params.model_dump(mode="json")
@@ -823,6 +961,10 @@ def _slot_row(slot: PlannedSlot) -> tuple[Any, ...]:
         str(int(slot.seed)),
         _params_json(slot.params),
     )
+
+
+def _sale_row(slot: PlannedSlot) -> tuple[Any, ...]:
+    return (str(slot.stem), slot.title, json.dumps(list(slot.keywords)), int(slot.index))
 
 
 def _comparable(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -848,6 +990,13 @@ def _slot_record(row: Sequence[Any]) -> SlotRecord:
         error=SlotError(**error) if error else None,
         updated=row[13],
         made_with=json.loads(row[14]) if row[14] else None,
+        stem=row[15],
+        title=row[16],
+        keywords=tuple(json.loads(row[17])),
+        backend=row[18],
+        sizes=tuple((int(w), int(h)) for w, h in json.loads(row[19])),
+        wall_seconds=row[20],
+        checkpoint=row[21],
     )
 
 
@@ -881,3 +1030,59 @@ def _read_order(conn: sqlite3.Connection, path: Path) -> OrderRecord:
         raise LedgerError(f"the ledger {path} holds no order; delete it to start over")
     seed_base = None if row[3] is None else int(row[3])
     return OrderRecord(row[0], row[1], OrderState(row[2]), seed_base, row[4], row[5], row[6])
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a ledger says about its runs, for ``comfyline status`` and the web page: when each
+    run started and ended, the recent finishing times, the last temperature, the servers."""
+
+    runs: tuple[tuple[float, float | None], ...]
+    """(start, end) of each run; end None for the run going on, or one that was killed."""
+    last_event_at: float | None
+    recent_done_at: tuple[float, ...]
+    """When the latest slots (up to 20) were done, oldest first."""
+    last_temperature_c: float | None
+    servers: tuple[str, ...]
+
+
+def read_activity(path: Path) -> Activity:
+    """Read a ledger's :class:`Activity` without the runner's lock (cheap on big orders)."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+    try:
+        conn.execute("BEGIN")
+        marks = conn.execute(
+            "SELECT at, kind FROM event WHERE kind IN ('run.start', 'run.end') ORDER BY id"
+        ).fetchall()
+        last = conn.execute("SELECT max(at) FROM event").fetchone()[0]
+        done = conn.execute(
+            "SELECT at FROM event WHERE kind = 'done' ORDER BY id DESC LIMIT 20"
+        ).fetchall()
+        temp = conn.execute(
+            "SELECT temperature_c FROM reading WHERE temperature_c IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        servers = conn.execute(
+            "SELECT DISTINCT backend FROM slot WHERE backend IS NOT NULL ORDER BY backend"
+        ).fetchall()
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+    finally:
+        conn.close()
+    runs: list[tuple[float, float | None]] = []
+    for at, kind in marks:
+        if kind == "run.start":
+            runs.append((at, None))
+        elif runs and runs[-1][1] is None:
+            runs[-1] = (runs[-1][0], at)
+    return Activity(
+        runs=tuple(runs),
+        last_event_at=last,
+        recent_done_at=tuple(sorted(r[0] for r in done)),
+        last_temperature_c=temp[0] if temp else None,
+        servers=tuple(s[0] for s in servers),
+    )

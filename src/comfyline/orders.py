@@ -46,6 +46,7 @@ from comfyline.schemas.order import (
     suggest,
 )
 from comfyline.schemas.yaml_source import PathKey, YamlDocument, dotted, parse_yaml, read_yaml
+from comfyline.workflows import Workflow
 
 ORDER_FILE = "project.yaml"
 SHARED_PROFILES_FILE = "profiles.yaml"
@@ -779,7 +780,9 @@ def derive_seed(base: int, index: int, salt: int = 0) -> int:
     return int.from_bytes(digest[:8], "big") & SEED_MAX
 
 
-def plan(order: Order, order_dir: Path | str, *, random_base: int | None = None) -> Plan:
+def plan(
+    order: Order | LoadedOrder, order_dir: Path | str = "", *, random_base: int | None = None
+) -> Plan:
     """The slots of ``order`` (whose file is in ``order_dir``), one per prompt sent.
 
     Deterministic: the same order, files and base give the same slots. With
@@ -787,6 +790,9 @@ def plan(order: Order, order_dir: Path | str, *, random_base: int | None = None)
     resume) and drawn now otherwise; ``Plan.seed_base`` says which. Raises :class:`OrderError`
     if a file the order names (CSV, profiles, workflow) is missing or invalid.
     """
+    if isinstance(order, LoadedOrder):
+        order_dir = order.folder
+        order = order.order
     resolved, problems = _resolve(order, Path(order_dir), None)
     if problems:
         raise OrderError(_sorted(problems))
@@ -999,3 +1005,35 @@ __all__ = [
     "read_prompts_csv",
     "shared_profiles_path",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# loaded once (interim: the orders package replaces this section)
+
+
+@dataclass(frozen=True)
+class LoadedOrder:
+    """An order read once: the model, its file's bytes and hash, and its resolved workflow."""
+
+    order: Order
+    file: Path
+    folder: Path
+    raw: bytes
+    sha256: str
+    workflow: Workflow | None
+    sources_sha256: str = ""
+
+
+def load(path: Path | str) -> LoadedOrder:
+    """Read and check the order at ``path`` (its project.yaml or its folder), once."""
+    path = Path(path)
+    file = path / ORDER_FILE if path.is_dir() else path
+    order = load_order(file)
+    raw = file.read_bytes()
+    workflow = None
+    if order.workflow is not None:
+        if order.workflow.startswith(BUILTIN_PREFIX):
+            workflow = Workflow.builtin(order.workflow.removeprefix(BUILTIN_PREFIX))
+        else:
+            workflow = Workflow.load(file.parent / order.workflow)
+    return LoadedOrder(order, file, file.parent, raw, hashlib.sha256(raw).hexdigest(), workflow)

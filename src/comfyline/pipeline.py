@@ -1,20 +1,22 @@
 """``pipeline.generate(order)``: an order in, a finished series out, on a crash-safe ledger.
 
-The run, end to end:
+The run reads top to bottom:
 
-1. plan the order's slots (one per prompt) and record them in the order's SQLite ledger;
-   an order whose slots are all done does nothing and says so;
-2. check everything against the server before any GPU time: it answers, the checkpoint exists,
-   the filled graph fits its ``/object_info``, sampler and scheduler are known;
-3. reconcile the slots a previous run left in flight: collect what the server finished while
-   we were down (from its history), resubmit what it lost;
-4. stream the remaining slots through ``ComfyUIAdapter.generate_batch``, each recorded in the
-   ledger (with its deterministic prompt id) *before* it is sent, paced by the hardware guard;
-5. write the images' parameters into each PNG, mark the slot done with its sha256, and at the
-   end write ``generation_report.json``, the contact sheet and the run chart.
+1. **load** the order once (:func:`comfyline.orders.load`) and open its ledger (the lock keeps
+   a second runner out);
+2. **plan** its slots (pure) and record them; an order whose slots are all done rebuilds a
+   report that is not final and says there is nothing to do;
+3. **check** against the server before any GPU time (:mod:`comfyline.preflight`): the
+   checkpoint, the filled graph against ``/object_info``, sampler and scheduler;
+4. **reconcile** what a previous run left in flight: collect what the server finished while we
+   were down, cancel what it still holds for a dead client, resend what it never had;
+5. **schedule** the remaining slots onto the backend (:mod:`comfyline.scheduler`); each image is
+   written once, parameters embedded, hashed from the bytes written, then marked done;
+6. **finish**: ``generation_report.json``, the contact sheet and the run chart.
 
-Ctrl-C cancels the prompts in flight on the server, saves the state and re-raises; the CLI
-prints the command that resumes. A kill -9 loses nothing recorded: the next run reconciles.
+Ctrl-C (or SIGTERM, which the CLI turns into the same) takes our prompts off the server, saves
+the state and re-raises; the CLI prints the command that resumes. A kill -9 loses nothing
+recorded: the next run reconciles.
 """
 
 from __future__ import annotations
@@ -22,69 +24,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 
 from comfyline import __version__
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.backends import Backend, open_backend
+from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
     ComfyUnavailable,
     ConfigError,
     GuardTripped,
-    OutOfMemory,
-    PromptRejected,
+    LedgerError,
 )
+from comfyline.finish import RUN_END, RUN_START, write_outputs
 from comfyline.generation import GenerationRequest, GenerationResult
-from comfyline.guard import Guard, GuardEvent, Limits, OomRecovery, choose_sensor, describe
-from comfyline.guard.sensors import Sensor
+from comfyline.guard import GuardEvent, OomRecovery
+from comfyline.guard.sensors import parse_system_stats
 from comfyline.images import TEMP_SUFFIX
-from comfyline.ledger import (
-    Ledger,
-    OrderStatus,
-    SlotState,
-    ledger_path,
-    read_status,
-    slot_prompt_id,
-)
-from comfyline.orders import BUILTIN_PREFIX, Plan, Slot, load_order, plan
-from comfyline.presets import GenerationParams, get_level
+from comfyline.ledger import Ledger, OrderState, ledger_path, slot_prompt_id
+from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
+from comfyline.outputs import write_images
+from comfyline.preflight import preflight
+from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
-from comfyline.reports.charts import CHART_FILE, write_chart
-from comfyline.reports.contact_sheet import sheet_entries, write_contact_sheets
-from comfyline.reports.png_metadata import embed_parameters
-from comfyline.reports.report import (
-    REPORT_FILE,
-    GenerationReport,
-    ReportBackend,
-    ReportOrder,
-    build_report,
-    read_report,
-    write_report,
-)
-from comfyline.schemas.order import Order, OrderState
+from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
+from comfyline.scheduler import Scheduler
+from comfyline.schemas.order import Order
 from comfyline.settings import Settings
-from comfyline.workflows import Workflow, build_graph, ensure_graph_fits
 
-MAX_ATTEMPTS_PER_RUN = 2
-"""A slot that fails is sent once more in the same run (a timeout or a bad image can be
-transient); after that it stays failed until the order is run again."""
+AFTER_FREE = "after /free"
+"""The note of the reading taken once the series' memory was freed on the server."""
 
 LONG_HOLD_S = 10.0
 """A hold of the guard at least this long is said on the console (all are in the report)."""
-
-CANCEL_TIMEOUT_S = 5.0
-"""How long Ctrl-C waits for the server to drop our prompts before giving up on it."""
-
-Notify = Callable[[str], None]
 
 _TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}" + re.escape(TEMP_SUFFIX))
 """The temp files of ``images.write_atomic`` (``.{name}.{12 hex}.tmp``)."""
@@ -106,58 +86,46 @@ def output_dir(order: Order, settings: Settings) -> Path:
     return folder
 
 
-def fingerprint(order: Order) -> str:
-    """A hash of what the order asks for (not of its formatting or comments): the ledger
-    refuses to resume an order that changed since its first run."""
-    return hashlib.sha256(order.model_dump_json().encode("utf-8")).hexdigest()
-
-
-def order_status(order_path: Path, settings: Settings) -> tuple[Order, OrderStatus | None, int]:
-    """The order at ``order_path``, its ledger status (None when it never ran) and the number
-    of prompts it plans."""
-    order = load_order(order_path)
-    db = ledger_path(output_dir(order, settings))
-    status = read_status(db) if db.exists() else None
-    total = status.counts.total if status else len(plan(order, order_path.parent))
-    return order, status, total
+def fingerprint(loaded: LoadedOrder) -> str:
+    """A hash of what the order asks for (not of its formatting or comments), and of the
+    content of every file it uses (CSV, profiles, workflow): the ledger refuses to resume an
+    order that changed since its first run."""
+    text = loaded.order.model_dump_json() + loaded.sources_sha256
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 async def generate(
-    order: Order | Path,
+    order: LoadedOrder | Path,
     *,
     settings: Settings,
-    order_dir: Path | None = None,
-    simulated: bool = False,
+    sim: bool = False,
+    sim_if_unreachable: bool | None = None,
+    output: Path | None = None,
     console: Console | None = None,
+    resume_hint: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> GenerationReport:
-    """Run ``order`` to completion on the server at ``settings.comfyui_url``; its report.
+    """Run ``order`` to completion; its report (what ``generation_report.json`` holds).
 
-    ``order`` is an :class:`Order` (then ``order_dir``, the folder of its file, is needed for
-    the files it names) or the path of its ``project.yaml``. ``simulated`` marks the server as
-    comfyline's simulator in the report. The returned report is what ``generation_report.json``
-    holds. Raises :class:`OrderError` for an invalid order, :class:`ComfyError` subclasses when
-    the server cannot be used, :class:`GuardTripped` when the card did not cool; in every case
-    the ledger holds what was done, and running the order again resumes it.
+    ``order`` is the path of a ``project.yaml`` (or its folder), or an order already loaded.
+    The server is ``settings.comfyui_url``; ``sim`` runs on the built-in simulator, and with
+    ``sim_if_unreachable`` (None: only when the URL is the default one) the simulator stands in
+    when nothing answers, and the run says so. ``output`` replaces the order's output folder.
+    Raises :class:`OrderError` for an invalid order, :class:`ComfyError` subclasses when the
+    server cannot be used, :class:`GuardTripped` when the card did not cool; in every case the
+    ledger holds what was done, and running the order again resumes it.
     """
-    if isinstance(order, Path):
-        order_dir = order.parent if order.is_file() else order
-        order_file = order if order.is_file() else order / "project.yaml"
-        order = load_order(order_file)
-    elif order_dir is None:
-        raise ConfigError("pipeline.generate(order) needs order_dir, the folder of its file")
-    else:
-        order_file = order_dir / "project.yaml"
+    loaded = order if isinstance(order, LoadedOrder) else load(order)
+    out = output if output is not None else output_dir(loaded.order, settings)
     run = _Run(
-        order=order,
-        order_dir=order_dir,
-        order_file=order_file,
-        settings=settings,
-        simulated=simulated,
-        console=console or Console(stderr=True),
-        clock=clock,
-        sleep=sleep,
+        loaded,
+        out,
+        settings,
+        console or Console(stderr=True),
+        _Options(sim, sim_if_unreachable, resume_hint),
+        clock,
+        sleep,
     )
     return await run.execute()
 
@@ -165,189 +133,206 @@ async def generate(
 async def check_against_server(order_path: Path, settings: Settings) -> str:
     """Check an order's filled graph against the server's ``/object_info`` without generating:
     every problem at once (:class:`WorkflowCheckFailed`). Returns a one-line summary."""
-    order = load_order(order_path)
-    the_plan = plan(order, order_path.parent)
-    async with ComfyUIAdapter(settings) as comfy:
+    loaded = load(order_path)
+    first = plan(loaded).slots[0]
+    async with ComfyUIAdapter(Endpoint.from_settings(settings)) as comfy:
         await comfy.check_ready()
-        checkpoint = await comfy.resolve_checkpoint(order.checkpoint or settings.checkpoint)
-        request = _request(
-            order,
-            the_plan.slots[0],
-            Path("."),
-            "",
-            None,
-            checkpoint=checkpoint,
-            workflow=_workflow(order, order_path.parent),
+        checked = await preflight(
+            comfy,
+            slot_request(loaded, first, "", None, checkpoint=None),
+            loaded.order.checkpoint or settings.checkpoint,
         )
-        graph = build_graph(request, checkpoint)
-        ensure_graph_fits(graph, await comfy.object_info(), server=comfy.url)
-        await comfy.check_request(request)
-    return f"ok: {order_path} fits the ComfyUI server at {comfy.url} (checkpoint {checkpoint})"
+    return (
+        f"ok: {order_path} fits the ComfyUI server at {comfy.url} (checkpoint {checked.checkpoint})"
+    )
 
 
-def _workflow(order: Order, order_dir: Path) -> Workflow | None:
-    if order.workflow is None:
-        return None
-    if order.workflow.startswith(BUILTIN_PREFIX):
-        return Workflow.builtin(order.workflow.removeprefix(BUILTIN_PREFIX))
-    return Workflow.load(order_dir / order.workflow)
-
-
-def _request(
-    order: Order,
+def slot_request(
+    loaded: LoadedOrder,
     slot: Slot,
-    out: Path,
     prompt_id: str,
     params: GenerationParams | None,
     *,
     checkpoint: str | None,
-    workflow: Workflow | None,
 ) -> GenerationRequest:
+    """The request that makes ``slot`` (at ``params`` when the run stepped down)."""
+    order = loaded.order
     return GenerationRequest(
         prompt=slot.prompt,
         negative=slot.negative,
         seed=slot.seed,
         params=params or slot.params,
-        output_dir=out,
-        output_stem=slot.stem,
         checkpoint=checkpoint,
         filename_prefix=f"comfyline/{order.id}/img",
         prompt_id=prompt_id or None,
-        workflow=workflow,
+        workflow=loaded.workflow,
         inputs=dict(order.inputs),
         nodes={k: v for k, v in order.nodes.model_dump().items() if v is not None},
     )
 
 
-@dataclass
-class _Run:
-    """One run of one order: the state that lives only as long as the run."""
+@dataclass(frozen=True)
+class _Options:
+    sim: bool
+    sim_if_unreachable: bool | None
+    resume_hint: str | None
 
-    order: Order
-    order_dir: Path
-    order_file: Path
-    settings: Settings
-    simulated: bool
-    console: Console
-    clock: Callable[[], float]
-    sleep: Callable[[float], Awaitable[None]]
-    out: Path = field(init=False)
-    ledger: Ledger = field(init=False)
-    plan: Plan = field(init=False)
-    checkpoint: str = field(init=False)
-    workflow: Workflow | None = field(init=False)
-    comfy: ComfyUIAdapter = field(init=False)
-    guard: Guard = field(init=False)
-    oom: OomRecovery = field(init=False)
-    throughput: Throughput = field(init=False)
-    comfyui_version: str | None = None
-    started: float = 0.0
-    _retry: deque[int] = field(default_factory=deque)
-    _pending: deque[int] = field(default_factory=deque)
-    _in_flight: dict[str, int] = field(default_factory=dict)
-    _attempts_this_run: dict[int, int] = field(default_factory=dict)
+
+class _Run:
+    """One run of one order: its life cycle. The work itself is the scheduler's."""
+
+    def __init__(
+        self,
+        loaded: LoadedOrder,
+        out: Path,
+        settings: Settings,
+        console: Console,
+        options: _Options,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.loaded = loaded
+        self.order = loaded.order
+        self.out = out
+        self.settings = settings
+        self.console = console
+        self.options = options
+        self.clock = clock
+        self.sleep = sleep
 
     def notify(self, line: str) -> None:
         self.console.print(line, highlight=False, markup=False)
 
-    # -- the run -------------------------------------------------------------------------
+    # -- 1-2: load and plan --------------------------------------------------------------
 
     async def execute(self) -> GenerationReport:
-        self.out = output_dir(self.order, self.settings)
-        self.workflow = _workflow(self.order, self.order_dir)
-        self.started = self.clock()
+        db = ledger_path(self.out)
+        version = __version__
         with Ledger.open(
-            ledger_path(self.out),
-            self.order.id,
-            fingerprint(self.order),
-            comfyline_version=__version__,
+            db, self.order.id, fingerprint(self.loaded), comfyline_version=version
         ) as self.ledger:
+            self._ledger_id = _file_id(self.ledger.path)
             _remove_temp_files(self.out)
             self.plan = self._plan()
             self.ledger.ensure_slots(self.plan)
             counts = self.ledger.counts()
             if counts.done == counts.total:
-                self.notify(f"order {self.order.id!r} is already complete: nothing to do.")
-                return self._existing_report()
+                return self._already_complete()
             self._move_to(OrderState.QUEUED)
-            async with ComfyUIAdapter(self.settings) as self.comfy:
-                return await self._run_on_server()
+            async with contextlib.AsyncExitStack() as stack:
+                backend = await open_backend(
+                    self.settings,
+                    stack,
+                    force_sim=self.options.sim,
+                    sim_if_unreachable=self.options.sim_if_unreachable,
+                    notify=self.notify,
+                    clock=self.clock,
+                    sleep=self.sleep,
+                )
+                return await self._run_on(backend)
 
     def _plan(self) -> Plan:
-        first = plan(self.order, self.order_dir)
+        first = plan(self.loaded)
         base = self.ledger.ensure_seed_base(first.seed_base)
-        if base == first.seed_base:
-            return first
-        return plan(self.order, self.order_dir, random_base=base)
+        return first if base == first.seed_base else plan(self.loaded, random_base=base)
 
     def _move_to(self, state: OrderState) -> None:
         current = self.ledger.order().state
         if current is OrderState.NEW:
             self.ledger.set_order_state(OrderState.VALIDATED)
             current = OrderState.VALIDATED
+        if state is OrderState.COMPLETED and current is not OrderState.RUNNING:
+            self._move_to(OrderState.RUNNING)  # a run killed while it finished: settle it now
+            current = OrderState.RUNNING
+        if state is OrderState.RUNNING and current is not OrderState.QUEUED:
+            self._move_to(OrderState.QUEUED)
+            current = OrderState.QUEUED
         # RUNNING -> QUEUED too: the last runner died mid-run and this one picks the order up.
         if current is not state:
             self.ledger.set_order_state(state)
 
-    async def _run_on_server(self) -> GenerationReport:
-        stats = await self.comfy.check_ready()
-        self.comfyui_version = stats.get("system", {}).get("comfyui_version")
-        self.checkpoint = await self.comfy.resolve_checkpoint(
-            self.order.checkpoint or self.settings.checkpoint
+    def _already_complete(self) -> GenerationReport:
+        """Nothing to make. A report that is not the final one (a run killed while it wrote
+        it, or a state left 'running') is rebuilt, so what the user sees never lies."""
+        report_file = self.out / REPORT_FILE
+        with contextlib.suppress(ComfyError, OSError, ValueError):
+            if report_file.exists() and self.ledger.order().state is OrderState.COMPLETED:
+                report = read_report(report_file)
+                if report.order.state == OrderState.COMPLETED.value and not report.totals.missing:
+                    self.notify(f"order {self.order.id!r} is already complete: nothing to do.")
+                    return report
+        self.notify(f"order {self.order.id!r} was already made; its report is brought up to date.")
+        self._move_to(OrderState.COMPLETED)
+        return self._finalize(OrderState.COMPLETED, ran=False)
+
+    # -- 3: check ------------------------------------------------------------------------
+
+    async def _run_on(self, backend: Backend) -> GenerationReport:
+        self.backend = backend
+        self.ledger.record_event(
+            RUN_START,
+            detail={
+                "url": backend.url,
+                "simulated": backend.simulated,
+                "comfyui_version": backend.comfyui_version,
+                "device": backend.device,
+                "pid": os.getpid(),
+            },
         )
-        await self._preflight()
-        async with httpx.AsyncClient(timeout=self.settings.http_timeout_s) as http:
-            # Without a temperature sensor the guard says so once, when it first pauses.
-            self._make_guard((await choose_sensor(self.settings, self.comfy.url, http)).sensor)
-            self._move_to(OrderState.RUNNING)
-            await self._reconcile()
-            for record in self.ledger.failed():
-                self.ledger.requeue(record.index, "retried by a new run")
-            self._pending.extend(r.index for r in self.ledger.pending())
-            counts = self.ledger.counts()
-            self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
-            return await self._produce()
-
-    async def _preflight(self) -> None:
-        """Everything that can be checked before the first image: nothing is sent if it fails."""
-        first = self.plan.slots[0]
-        request = self._request_for(first, "")
-        graph = build_graph(request, self.checkpoint)
-        ensure_graph_fits(graph, await self.comfy.object_info(), server=self.comfy.url)
-        await self.comfy.check_request(request)
-
-    def _make_guard(self, sensor: Sensor) -> None:
-        level = get_level(self.order.quality)
-        pause_s = level.pause_s if self.settings.pause_s is None else self.settings.pause_s
-        self.guard = Guard(
-            sensor,
-            Limits.from_settings(self.settings),
-            pause_s,
-            level.max_batch,
+        self.started = self.clock()
+        first = self._request(self.plan.slots[0], "")
+        checked = await preflight(
+            backend.adapter, first, self.order.checkpoint or self.settings.checkpoint
+        )
+        self.checkpoint = checked.checkpoint
+        backend.start_guard(
+            self.settings,
+            self.order.quality,
+            on_event=self._guard_event,
             clock=self.clock,
             sleep=self.sleep,
-            free_memory=self._free_memory,
-            on_event=self._guard_event,
-            series_pause_s=self.settings.series_pause_s,
         )
         self.oom = OomRecovery(
             self.order.params,
             self.order.quality,
             # A slot makes batch_size images; a smaller batch would silently drop some.
             min_batch=self.order.batch_size,
-            free_memory=self._free_memory,
-            sensor=sensor,
+            free_memory=backend.free_memory,
+            sensor=backend.sensor,
             clock=self.clock,
             sleep=self.sleep,
             on_event=self._guard_event,
         )
+        self._move_to(OrderState.RUNNING)
+        counts = self.ledger.counts()
+        self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
+        scheduler = Scheduler(
+            self.ledger,
+            [backend],
+            make_request=lambda i, pid, params: self._request(self.plan.slots[i], pid, params),
+            finish=self._finish_slot,
+            oom=self.oom,
+            prompt_id=lambda i, attempt: slot_prompt_id(
+                self.order.id, i, attempt, self.ledger.nonce
+            ),
+            notify=self.notify,
+            on_result=self._counted,
+        )
+        await self._reconcile(backend, scheduler)
+        for record in self.ledger.failed():
+            self.ledger.requeue(record.index, "retried by a new run")
+        scheduler.add([r.index for r in self.ledger.pending()])
+        return await self._schedule(scheduler)
 
-    async def _free_memory(self) -> None:
-        await self.comfy.free_memory(unload_models=True)
+    def _request(
+        self, slot: Slot, prompt_id: str, params: GenerationParams | None = None
+    ) -> GenerationRequest:
+        checkpoint = getattr(self, "checkpoint", None)
+        return slot_request(self.loaded, slot, prompt_id, params, checkpoint=checkpoint)
 
     def _guard_event(self, event: GuardEvent) -> None:
         if event.kind == "stepped_down":
-            return  # recorded by _out_of_memory, with the slot and from/to for the report
+            return  # recorded by the scheduler, with the slot and from/to for the report
         detail: dict[str, Any] = {"message": event.message}
         if event.temperature_c is not None:
             detail["temperature_c"] = event.temperature_c
@@ -359,176 +344,100 @@ class _Run:
         if event.kind != "held" or (event.seconds or 0.0) >= LONG_HOLD_S:
             self.notify(f"guard: {event.message}")
 
-    # -- reconciling a previous run ------------------------------------------------------
+    # -- 4: reconcile --------------------------------------------------------------------
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self, backend: Backend, scheduler: Scheduler) -> None:
         """Settle the slots a previous run left SUBMITTED (it died, or the server restarted)."""
+        comfy = backend.adapter
         for record in self.ledger.submitted():
             prompt_id = record.prompt_id or ""
-            state = await self.comfy.prompt_state(prompt_id) if prompt_id else "unknown"
+            state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
             if state == "done":
-                slot = self.plan.slots[record.index]
-                result = await self.comfy.collect(self._request_for(slot, prompt_id), prompt_id)
+                request = self._request(self.plan.slots[record.index], prompt_id)
+                result = await comfy.collect(request, prompt_id)
                 if result.ok:
-                    self._finish(record.index, result)
+                    await self._finish_slot(record.index, result, backend)
                     self.notify(f"slot {record.index}: collected from the server's history")
                     continue
+                self.ledger.mark_failed(record.index, result.error or ComfyError("?"))
             elif state in ("pending", "running"):
                 # Its messages go to the dead runner's socket, so we cannot watch it: cancel it
                 # and make it again (at most the two prompts that were in flight).
-                await self.comfy.cancel(prompt_id)
+                await comfy.cancel(prompt_id)
+            elif state == "unknown" and prompt_id:
+                # Never reached the server (killed before the POST), or lost by a restart:
+                # nothing ran, so it goes again under the same id, as the same attempt.
+                scheduler.resend(record.index)
+                continue
             self.ledger.requeue(record.index, f"previous run left it {state} on the server")
 
-    # -- producing -----------------------------------------------------------------------
+    # -- 5: schedule ---------------------------------------------------------------------
 
-    async def _produce(self) -> GenerationReport:
-        watcher = asyncio.create_task(self.guard.watch())
+    async def _schedule(self, scheduler: Scheduler) -> GenerationReport:
         title = f"{self.order.id} ({self.order.quality})"
         try:
             with ProgressDisplay(self.console, title, self.throughput.total) as display:
-                self.notify(self._banner())
-                while self._retry or self._pending:
-                    batch = self.comfy.generate_batch(
-                        self._requests(), gate=self.guard.before_prompt
-                    )
-                    async for result in batch:
-                        await self._handle(result)
-                        await self._after(result)
-                        display.update(self.throughput.snapshot())
+                self.notify(self._banner(scheduler.waiting))
+                self.throughput_display = display
+                await scheduler.run()
         except BaseException as exc:  # Ctrl-C (CancelledError) included: save, then re-raise
-            await self._stop(exc)
+            await self._stop(exc, scheduler)
             raise
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-        with contextlib.suppress(ComfyError):
-            await self.comfy.free_memory(unload_models=False)  # release the series' cache
+        await self._release_memory()
         return self._finalize(self._end_state())
 
-    async def _stop(self, exc: BaseException) -> None:
-        """Save the state of a run that did not finish, and say how to resume it."""
-        if isinstance(exc, GuardTripped):
-            # A running prompt is never cut off: the next run collects it from history.
-            state = OrderState.CANCELLED
-        else:
-            if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
-                await self._cancel_in_flight()
-            user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            state = OrderState.CANCELLED if user_stop else self._end_state()
-        self._finalize(state)
-        self.notify(f"stopped; state saved. Resume with: comfyline run-order {self.order_file}")
+    async def _release_memory(self) -> None:
+        """Free the series' cache on the server and record what it then uses (the smoke test
+        shows it: memory is freed there, never by ``gc.collect()`` in our process)."""
+        with contextlib.suppress(ComfyError, ValueError):
+            stats = await self.backend.adapter.free_memory(unload_models=False)
+            after = parse_system_stats(stats)
+            if after.vram_total_bytes is not None and after.vram_used_bytes is not None:
+                self.ledger.record_reading(
+                    vram_free_mb=(after.vram_total_bytes - after.vram_used_bytes) / 2**20,
+                    vram_total_mb=after.vram_total_bytes / 2**20,
+                    note=AFTER_FREE,
+                )
 
-    def _banner(self) -> str:
-        p = self.order.params
-        left = len(self._pending) + len(self._retry)
-        where = "the built-in simulator" if self.simulated else self.comfy.url
-        return (
-            f"order {self.order.id!r}: {left} of {len(self.plan)} prompts to make, "
-            f"{self.order.quality} {p.width}x{p.height}, {p.steps} steps, on {where}"
-        )
-
-    async def _requests(self) -> AsyncIterator[GenerationRequest]:
-        """The next slots, each recorded as SUBMITTED (with its prompt id) before it is sent."""
-        while self._retry or self._pending:
-            index = self._retry.popleft() if self._retry else self._pending.popleft()
-            attempt = self.ledger.slot(index).attempt + 1
-            prompt_id = slot_prompt_id(self.order.id, index, attempt)
-            self.ledger.mark_submitted(index, prompt_id, attempt)
-            self._in_flight[prompt_id] = index
-            self._attempts_this_run[index] = self._attempts_this_run.get(index, 0) + 1
-            yield self._request_for(self.plan.slots[index], prompt_id, self.oom.params)
-
-    def _request_for(
-        self, slot: Slot, prompt_id: str, params: GenerationParams | None = None
-    ) -> GenerationRequest:
-        return _request(
-            self.order,
-            slot,
-            self.out,
-            prompt_id,
-            params,
-            checkpoint=self.checkpoint,
-            workflow=self.workflow,
-        )
-
-    async def _handle(self, result: GenerationResult) -> None:
-        index = self._in_flight.pop(result.prompt_id)
-        if result.ok:
-            self.oom.on_success()
-            self._finish(index, result)
-            self.throughput.image_done(ok=True)
-            return
-        error = result.error
-        assert error is not None
-        self.ledger.mark_failed(index, error)
-        if isinstance(error, PromptRejected):
-            raise error  # the same graph is refused for every slot: stop here, say why
-        if isinstance(error, OutOfMemory):
-            await self._out_of_memory(index, result, error)
-        elif self._attempts_this_run.get(index, 0) < MAX_ATTEMPTS_PER_RUN:
-            self.ledger.requeue(index, f"retry after {type(error).__name__}")
-            self._retry.append(index)
-            self.notify(f"slot {index}: {error}; sending it once more")
-        else:
-            self.throughput.image_done(ok=False)
-            self.notify(f"slot {index} failed: {error}")
-
-    async def _out_of_memory(
-        self, index: int, result: GenerationResult, error: OutOfMemory
-    ) -> None:
-        """Free the server's memory and retry once; a second one steps down (batch, then level)."""
-        if result.request.params != self.oom.params:
-            # Sent before a step down (it was queued behind the prompt that caused it): its
-            # OOM says nothing about the smaller settings now in use. Make it again with those.
-            self.ledger.requeue(index, "out of memory at settings already stepped down from")
-            self._retry.append(index)
-            return
-        failed_at = describe(result.request.params, self.oom.level)
-        decision = await self.oom.on_out_of_memory(error)
-        if decision is None:
-            self.throughput.image_done(ok=False)
-            self.notify(f"slot {index} failed: {error}")
-            return
-        if decision.stepped_down:
-            self.notify(f"guard: {decision.message}")
-            self.ledger.record_event(
-                "guard.step_down",
-                index=index,
-                detail={
-                    "from": failed_at,
-                    "to": describe(decision.params, decision.level),
-                    "message": decision.message,
-                },
-            )
-        self.ledger.requeue(index, decision.message)
-        self._retry.append(index)
-
-    async def _after(self, result: GenerationResult) -> None:
-        """Let the guard learn from the finished prompt; keep its reading for the report."""
-        sample = await self.guard.after_prompt(len(result.images))
-        if sample is not None:
-            self.ledger.record_reading(
-                temperature_c=sample.temperature_c,
-                power_w=sample.power_w,
-                vram_free_mb=_mb(sample.vram_total_bytes, sample.vram_used_bytes),
-                vram_total_mb=_mb(sample.vram_total_bytes, 0),
-            )
-
-    def _finish(self, index: int, result: GenerationResult) -> None:
-        """Embed the parameters in each PNG and mark the slot done (after the files are whole)."""
+    async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
+        """Write the slot's images once, parameters inside, and mark it done."""
+        self._check_ledger_in_place()
         slot = self.plan.slots[index]
-        files: list[str] = []
-        digests: list[str] = []
-        for image in result.images:
-            digests.append(embed_parameters(image.path, self._png_parameters(slot, result)))
-            files.append(image.path.relative_to(self.out).as_posix())
+        parameters = self._png_parameters(slot, result, backend)
+        images = [(i.data, i.width, i.height) for i in result.images]
+        written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
         made = result.request.params
-        made_with = made.model_dump(mode="json") if made != slot.params else None
-        self.ledger.mark_done(index, files, digests, result.seconds, made_with)
+        self.ledger.mark_done(
+            index,
+            [w.path.relative_to(self.out).as_posix() for w in written],
+            [w.sha256 for w in written],
+            result.seconds,
+            made.model_dump(mode="json") if made != slot.params else None,
+            sizes=[(w.width, w.height) for w in written],
+            wall_seconds=result.wall_seconds or None,
+            checkpoint=self.checkpoint,
+        )
 
-    def _png_parameters(self, slot: Slot, result: GenerationResult) -> dict[str, Any]:
+    def _counted(self, ok: bool) -> None:
+        snapshot = self.throughput.image_done(ok)
+        if hasattr(self, "throughput_display"):
+            self.throughput_display.update(snapshot)
+
+    def _check_ledger_in_place(self) -> None:
+        # A folder deleted (or moved) under a run would take the ledger with it while our open
+        # handle writes on into nothing: stop rather than "complete" an order nobody can see.
+        if _file_id(self.ledger.path) != self._ledger_id:
+            raise LedgerError(
+                f"the order's ledger {self.ledger.path} was deleted or moved while the run was "
+                "writing to it (was the output folder removed?); the run stopped. Run the order "
+                "again to make what is missing"
+            )
+
+    def _png_parameters(
+        self, slot: Slot, result: GenerationResult, backend: Backend
+    ) -> dict[str, Any]:
         p = result.request.params
-        return {
+        parameters: dict[str, Any] = {
             "prompt": slot.prompt,
             "negative": slot.negative,
             "seed": slot.seed,
@@ -536,28 +445,56 @@ class _Run:
             "cfg": p.cfg,
             "sampler": p.sampler,
             "scheduler": p.scheduler,
-            "width": p.width,
-            "height": p.height,
             "denoise": p.denoise,
             "batch_size": p.batch_size,
+            "latent_width": p.width,
+            "latent_height": p.height,
             "checkpoint": self.checkpoint,
             "order": self.order.id,
             "index": slot.index,
             "quality": self.order.quality,
             "prompt_id": result.prompt_id,
+            "server": "comfyline simulator" if backend.simulated else backend.url,
         }
+        if slot.title:
+            parameters["title"] = slot.title
+        if slot.keywords:
+            parameters["keywords"] = list(slot.keywords)
+        return parameters
 
-    async def _cancel_in_flight(self) -> None:
-        """Ctrl-C: drop our prompts on the server and put their slots back to be made again."""
-        for prompt_id, index in list(self._in_flight.items()):
-            with contextlib.suppress(ComfyError, TimeoutError):
-                async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                    await self.comfy.cancel(prompt_id)
-            if self.ledger.slot(index).state is SlotState.SUBMITTED:
-                self.ledger.requeue(index, "cancelled by the user")
-        self._in_flight.clear()
+    async def _stop(self, exc: BaseException, scheduler: Scheduler) -> None:
+        """Save the state of a run that did not finish, and say how to resume it."""
+        if isinstance(exc, GuardTripped):
+            # A running prompt is never cut off: the next run collects it from history.
+            state = OrderState.CANCELLED
+        else:
+            if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
+                await scheduler.stop()
+            user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+            state = OrderState.CANCELLED if user_stop else self._end_state()
+        with contextlib.suppress(LedgerError):
+            self._finalize(state)
+        self.notify(f"stopped; state saved. Resume with: {self._resume_command()}")
 
-    # -- the end -------------------------------------------------------------------------
+    def _resume_command(self) -> str:
+        if self.options.resume_hint:
+            return self.options.resume_hint
+        command = f"comfyline run-order {self.loaded.file}"
+        if self.options.sim or getattr(self, "backend", None) and self.backend.simulated:
+            return command + " --sim"
+        if hasattr(self, "backend"):
+            return command + f" --comfyui {self.backend.url}"
+        return command
+
+    def _banner(self, waiting: int) -> str:
+        p = self.order.params
+        where = "the built-in simulator" if self.backend.simulated else self.backend.url
+        return (
+            f"order {self.order.id!r}: {waiting} of {len(self.plan)} prompts to make, "
+            f"{self.order.quality} {p.width}x{p.height}, {p.steps} steps, on {where}"
+        )
+
+    # -- 6: finish -----------------------------------------------------------------------
 
     def _end_state(self) -> OrderState:
         counts = self.ledger.counts()
@@ -567,69 +504,31 @@ class _Run:
             return OrderState.FAILED
         return OrderState.PARTIAL
 
-    def _finalize(self, state: OrderState) -> GenerationReport:
+    def _finalize(self, state: OrderState, *, ran: bool = True) -> GenerationReport:
         if self.ledger.order().state is not state:
-            self.ledger.set_order_state(state)
-        self.ledger.record_event("run.end", detail={"seconds": self.clock() - self.started})
-        # The report's wall time is the runner's over all its runs of this order.
-        wall = sum(e.detail.get("seconds", 0.0) for e in self.ledger.events("run.end"))
-        report = self._build_report(wall)
-        write_report(self.out / REPORT_FILE, report)
-        write_contact_sheets(
-            sheet_entries(self.ledger.iter_slots(), self.out), self.out, title=self._title()
+            self._move_to(state)
+        if ran:
+            self.ledger.record_event(RUN_END, detail={"seconds": self.clock() - self.started})
+        oom = getattr(self, "oom", None)
+        params = oom.params if oom is not None else self.order.params
+        report = write_outputs(
+            self.ledger,
+            self.loaded,
+            self.out,
+            level=oom.level if oom is not None else self.order.quality,
+            parameters={
+                **params.model_dump(mode="json"),
+                "checkpoint": getattr(self, "checkpoint", None),
+            },
+            requested=self.plan.images,
+            target_c=self.settings.target_temp_c,
         )
-        write_chart(report, self.out / CHART_FILE, target_c=self.settings.target_temp_c)
         counts = self.ledger.counts()
         self.notify(
             f"order {self.order.id!r} {state.value}: {counts.done}/{counts.total} prompts done, "
             f"{counts.failed} failed; report: {self.out / REPORT_FILE}"
         )
         return report
-
-    def _title(self) -> str:
-        return f"{self.order.id}: {self.order.title}" if self.order.title else self.order.id
-
-    def _existing_report(self) -> GenerationReport:
-        path = self.out / REPORT_FILE
-        if path.exists():
-            return read_report(path)
-        return self._finalize(OrderState.COMPLETED)
-
-    def _build_report(self, wall_seconds: float) -> GenerationReport:
-        raw = self.order_file.read_bytes() if self.order_file.exists() else b""
-        params = getattr(self, "oom", None)
-        effective = params.params if params is not None else self.order.params
-        level = params.level if params is not None else self.order.quality
-        return build_report(
-            order=ReportOrder(
-                id=self.order.id,
-                title=self.order.title,
-                type=self.order.type,
-                file=str(self.order_file),
-                sha256=hashlib.sha256(raw).hexdigest(),
-                content=raw.decode("utf-8", errors="replace"),
-                state=self.ledger.order().state.value,
-            ),
-            backend=ReportBackend(
-                url=self.settings.comfyui_url,
-                simulated=self.simulated,
-                comfyui_version=self.comfyui_version,
-            ),
-            comfyline_version=__version__,
-            level=level,
-            parameters={
-                **effective.model_dump(mode="json"),
-                "checkpoint": getattr(self, "checkpoint", None),
-            },
-            sale=self.order.sale.model_dump(mode="json") if self.order.sale else None,
-            slots=self.ledger.slots(),
-            events=self.ledger.events("guard."),  # the report lists only the guard's
-            readings=self.ledger.readings(),
-            requested=self.plan.images,
-            wall_seconds=wall_seconds,
-            output_dir=self.out,
-            report_dir=self.out,
-        )
 
 
 def _remove_temp_files(folder: Path) -> None:
@@ -643,7 +542,9 @@ def _remove_temp_files(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _mb(total: int | None, used: int | None) -> float | None:
-    if total is None or used is None:
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
         return None
-    return (total - used) / 2**20
+    return st.st_dev, st.st_ino

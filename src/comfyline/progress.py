@@ -33,12 +33,13 @@ class Snapshot:
 
     def line(self) -> str:
         rate = f"{self.per_minute:.1f}/min" if self.per_minute is not None else "-/min"
-        eta = _duration(self.eta_s) if self.eta_s is not None else "-"
+        eta = format_duration(self.eta_s) if self.eta_s is not None else "-"
         failed = f", {self.failed} failed" if self.failed else ""
         return f"{self.done}/{self.total} images{failed}, {rate}, ETA {eta}"
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``1h02m03s`` or ``2m03s``."""
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

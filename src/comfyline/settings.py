@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     min_prompt_timeout_s: float = Field(
         default=30.0, gt=0, description="Later prompts never get less than this."
     )
+    download_timeout_s: float = Field(
+        default=120.0, gt=0, description="Total time one image download may take."
+    )
     reconnect_timeout_s: float = Field(
         default=120.0, ge=0, description="How long to wait for a server that went away."
     )

@@ -1,48 +1,50 @@
 """The smoke test: one command, ``count`` images of one level, a report.
 
-``run_smoke_test`` does the work and returns a :class:`SmokeReport` (plain data);
-``render_report`` turns it into a rich table and ``SmokeReport.to_json`` into the saved report.
-The CLI (``comfyline smoke-test``) and ``scripts/smoke_test.py`` are thin shells over these.
+It is a synthetic order run through the same pipeline as every order (one orchestrator): its
+``project.yaml`` is written into ``<out>/.comfyline/smoke-test/``, its images come out as
+``smoke_01.png``... with their parameters inside, and the pipeline's ledger, guard, report,
+contact sheet and chart all apply. ``run_smoke_test`` returns a :class:`SmokeReport` (plain
+data) built from the pipeline's report; ``render_report`` turns it into a rich table and
+``SmokeReport.to_json`` into ``smoke_report.json``. The CLI (``comfyline smoke-test``) and
+``scripts/smoke_test.py`` are thin shells over these.
+
+Each run starts afresh: the files the previous smoke test recorded in its ledger are removed,
+and nothing else in the folder is touched (a user's own files stay where they are).
 
 When nothing answers at the default URL (no ``--comfyui``, no ``$COMFYUI_URL``), the built-in
 simulator is started in-process and the run says so: its images are synthetic.
-
-The hardware guard paces the images (:class:`~comfyline.guard.Guard`, with the sensor
-:func:`~comfyline.guard.choose_sensor` picks): by the card's temperature when there is a sensor,
-by the level's fixed pause (``--pause``) after each image when there is none. The report's
-temperatures and VRAM are the guard's readings.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import random
-import time
-from collections.abc import Callable, Iterator
+import shutil
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-from rich.console import Group, RenderableType
+import yaml
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
-from comfyline.backend import choose_backend
-from comfyline.errors import ComfyError, ConfigError
-from comfyline.generation import GenerationRequest, GenerationResult
-from comfyline.guard import Guard, GuardEvent, Limits, Sample, choose_sensor
-from comfyline.guard.sensors import Reading, Sensor, parse_system_stats
-from comfyline.images import TEMP_SUFFIX, write_atomic
+from comfyline import pipeline
+from comfyline.errors import ConfigError
+from comfyline.images import write_atomic
+from comfyline.ledger import LEDGER_DIR, ledger_path
+from comfyline.pipeline import AFTER_FREE
 from comfyline.presets import get_level, params_for
+from comfyline.reports.charts import CHART_FILE
+from comfyline.reports.report import REPORT_FILE, GenerationReport
 from comfyline.settings import Settings
 
 REPORT_NAME = "smoke_report.json"
 DEFAULT_OUT = Path("sd/outputs/test")
 PROMPT = "a lighthouse on a rocky cliff at sunset, dramatic sky, detailed, sharp focus"
 NEGATIVE = "blurry, low quality, watermark, text"
+ORDER_ID = "smoke-test"
 
 
 @dataclass(frozen=True)
@@ -105,50 +107,19 @@ class SmokeReport:
     vram_used_after_free_bytes: int | None = None
     output_dir: str = ""
     notes: tuple[str, ...] = field(default=())
+    paused: bool = False
+    """True when a fixed pause paced the images (no temperature sensor)."""
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-able data."""
         return asdict(self)
 
 
-def check_output_folder(folder: Path) -> list[Path]:
-    """The files of ours in ``folder`` (images, the report, temp files); :class:`ConfigError`
-    when it holds anything else, so that clearing it can never delete a user's files."""
-    if not folder.exists():
-        return []
-    if not folder.is_dir():
-        raise ConfigError(f"the output path {folder} exists and is not a folder; use --out")
-    ours: list[Path] = []
-    foreign: list[Path] = []
-    for entry in sorted(folder.iterdir()):
-        is_ours = entry.is_file() and (
-            entry.suffix == ".png"
-            or entry.name == REPORT_NAME
-            or (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX))
-        )
-        (ours if is_ours else foreign).append(entry)
-    if foreign:
-        names = ", ".join(e.name + ("/" if e.is_dir() else "") for e in foreign[:5])
-        raise ConfigError(
-            f"the output folder {folder} holds things the smoke test did not make ({names}); "
-            "it clears that folder, so empty it yourself or choose another with --out"
-        )
-    return ours
-
-
-def clear_output_folder(folder: Path) -> None:
-    """Remove our own files from ``folder`` (see :func:`check_output_folder`); create it."""
-    for path in check_output_folder(folder):
-        path.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-
-
 async def run_smoke_test(
     settings: Settings,
     options: SmokeOptions,
     *,
-    notify: Callable[[str], None] = lambda line: None,
-    clock: Callable[[], float] = time.monotonic,
+    console: Console | None = None,
 ) -> SmokeReport:
     """Generate ``options.count`` images into ``options.out_dir`` and measure the run.
 
@@ -159,186 +130,153 @@ async def run_smoke_test(
     if options.count < 1:
         raise ConfigError(f"--count must be at least 1, got {options.count}")
     level = get_level(options.level)
-    params = params_for(options.level)
     pause_s = level.pause_s if options.pause_s is None else options.pause_s
     if pause_s < 0:
         raise ConfigError(f"--pause must be >= 0 seconds, got {pause_s}")
-    check_output_folder(options.out_dir)
-    with contextlib.ExitStack() as stack:
-        backend = await choose_backend(
-            settings,
-            stack,
-            force_sim=options.use_sim,
-            sim_if_unreachable=options.sim_if_unreachable,
-            notify=notify,
+    out = options.out_dir
+    clear_previous_run(out)
+    first_seed = options.seed if options.seed is not None else random.randrange(2**31)
+    order_file = _write_order(out, options, first_seed)
+    run_settings = settings.model_copy(update={"pause_s": pause_s})
+    report = await pipeline.generate(
+        order_file,
+        settings=run_settings,
+        sim=options.use_sim,
+        sim_if_unreachable=options.sim_if_unreachable,
+        output=out,
+        console=console,
+        resume_hint="comfyline smoke-test (it starts afresh)",
+    )
+    smoke = _report(report, options, pause_s)
+    write_atomic(out / REPORT_NAME, json.dumps(smoke.to_json(), indent=2).encode("utf-8"))
+    return smoke
+
+
+def clear_previous_run(folder: Path) -> None:
+    """Remove what the previous smoke test in ``folder`` made, as its ledger recorded it (its
+    images, report, sheet and chart); never anything else. :class:`ConfigError` when the
+    folder holds another order's ledger, or is not a folder."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"the output path {folder} exists and is not a folder; use --out")
+    state = folder / LEDGER_DIR
+    if not state.exists():
+        return
+    if not (state / ORDER_ID).is_dir():
+        raise ConfigError(
+            f"{folder} is the output folder of an order (it holds {state}); the smoke test "
+            "starts afresh each time, so give it a folder of its own with --out"
         )
-        url, simulated = backend.url, backend.simulated
-        run_settings = settings.model_copy(update={"comfyui_url": url})
-        async with (
-            ComfyUIAdapter(run_settings) as comfy,
-            httpx.AsyncClient(timeout=settings.http_timeout_s) as http,
-        ):
-            stats = await comfy.check_ready()
-            checkpoint = await comfy.resolve_checkpoint(options.checkpoint or settings.checkpoint)
-            clear_output_folder(options.out_dir)
-            first_seed = options.seed if options.seed is not None else random.randrange(2**31)
-            requests = [
-                GenerationRequest(
-                    prompt=PROMPT,
-                    negative=NEGATIVE,
-                    seed=first_seed + i,
-                    params=params,
-                    output_dir=options.out_dir,
-                    output_stem=f"smoke_{i + 1:02d}",
-                    checkpoint=checkpoint,
-                    filename_prefix="comfyline/smoke",
-                )
-                for i in range(options.count)
-            ]
-            for request in requests[:1]:
-                await comfy.check_request(request)
-            notify(
-                f"Generating {options.count} {options.level} images ({params.width}x"
-                f"{params.height}, {params.steps} steps) on {url} into {options.out_dir}"
-            )
-            choice = await choose_sensor(run_settings, url, http)
-
-            async def free_memory() -> None:
-                await comfy.free_memory(unload_models=True)
-
-            def on_event(event: GuardEvent) -> None:
-                notify(f"guard: {event.message}")
-
-            guard = Guard(
-                choice.sensor,
-                Limits.from_settings(settings),
-                pause_s,
-                level.max_batch,
-                clock=clock,
-                sleep=asyncio.sleep,
-                free_memory=free_memory,
-                on_event=on_event,
-                series_pause_s=settings.series_pause_s,
-            )
-            started = clock()
-            results: list[GenerationResult] = []
-            watcher = asyncio.create_task(guard.watch())
-            try:
-                async for result in comfy.generate_batch(requests, gate=guard.before_prompt):
-                    results.append(result)
-                    await guard.after_prompt(len(result.images))
-                    notify(_progress_line(len(results), options.count, result))
-            finally:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-                await _close(choice.sensor)
-            total_s = clock() - started
-            after_free = None
-            with contextlib.suppress(ComfyError, ValueError):
-                after_free = parse_system_stats(await comfy.free_memory(unload_models=True))
-    report = _report(
-        url=url,
-        simulated=simulated,
-        stats=stats,
-        level=options.level,
-        checkpoint=checkpoint,
-        pause_s=pause_s,
-        requests=requests,
-        results=results,
-        total_s=total_s,
-        samples=guard.samples,
-        sensor=choice.sensor.name if choice.has_temperature else None,
-        after_free=after_free,
-        out_dir=options.out_dir,
-    )
-    write_atomic(
-        options.out_dir / REPORT_NAME, json.dumps(report.to_json(), indent=2).encode("utf-8")
-    )
-    return report
+    for name in _recorded_files(ledger_path(folder)):
+        target = (folder / name).resolve()
+        if folder.resolve() in target.parents:
+            target.unlink(missing_ok=True)
+    for name in (REPORT_NAME, REPORT_FILE, CHART_FILE):
+        (folder / name).unlink(missing_ok=True)
+    for sheet in folder.glob("contact_sheet*.png"):
+        sheet.unlink()
+    shutil.rmtree(state)
 
 
-async def _close(sensor: Sensor) -> None:
-    """Close a sensor that holds something open (NVML)."""
-    aclose = getattr(sensor, "aclose", None)
-    if aclose is not None:
-        await aclose()
+def _recorded_files(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT files FROM slot").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"cannot read the previous smoke test's ledger {db} ({exc}); delete {db.parent} "
+            "to start afresh"
+        ) from exc
+    return [name for (files,) in rows for name in json.loads(files)]
 
 
-def _progress_line(done: int, count: int, result: GenerationResult) -> str:
-    if result.error is not None:
-        return f"[{done}/{count}] seed {result.request.seed}: FAILED {result.error}"
-    files = ", ".join(image.path.name for image in result.images)
-    return f"[{done}/{count}] seed {result.request.seed}: {files} ({result.seconds:.2f} s)"
+def _write_order(out: Path, options: SmokeOptions, first_seed: int) -> Path:
+    """The smoke test as an order: one prompt per image, seeds ``first_seed``, +1, ..."""
+    order: dict[str, Any] = {
+        "id": ORDER_ID,
+        "type": "list",
+        "title": "comfyline smoke test",
+        "quality": options.level,
+        "count": 1,
+        "negative": NEGATIVE,
+        "prompts": [{"prompt": PROMPT, "seed": first_seed + i} for i in range(options.count)],
+        "output": {"naming": "smoke_{number:02d}"},
+    }
+    if options.checkpoint:
+        order["checkpoint"] = options.checkpoint
+    path = out / LEDGER_DIR / ORDER_ID / "project.yaml"
+    write_atomic(path, yaml.safe_dump(order, sort_keys=False, allow_unicode=True).encode())
+    return path
 
 
-def _report(
-    *,
-    url: str,
-    simulated: bool,
-    stats: dict[str, Any],
-    level: str,
-    checkpoint: str,
-    pause_s: float,
-    requests: list[GenerationRequest],
-    results: list[GenerationResult],
-    total_s: float,
-    samples: list[Sample],
-    sensor: str | None,
-    after_free: Reading | None,
-    out_dir: Path,
-) -> SmokeReport:
-    by_id = {id(r.request): r for r in results}
-    images = tuple(_image(i, req, by_id.get(id(req))) for i, req in enumerate(requests, 1))
+def _report(report: GenerationReport, options: SmokeOptions, pause_s: float) -> SmokeReport:
+    params = params_for(options.level)
+    by_index = {image.index: image for image in report.images}
+    errors = {error.index: error for error in report.errors}
+    images = []
+    for i in range(options.count):
+        seed = (options.seed or 0) + i
+        image, error = by_index.get(i), errors.get(i)
+        if image is not None:
+            name, seconds = Path(image.file).name, image.seconds or 0.0
+            images.append(SmokeImage(i + 1, image.seed, name, seconds, True))
+        else:
+            why = f"{error.type}: {error.message}" if error else "not run"
+            images.append(SmokeImage(i + 1, seed, None, 0.0, False, why))
+    readings = [r for r in report.readings if r.note != AFTER_FREE]
+    temps = [r.temperature_c for r in readings if r.temperature_c is not None]
+    used = [
+        int((r.vram_total_mb - r.vram_free_mb) * 2**20)
+        for r in readings
+        if r.vram_total_mb is not None and r.vram_free_mb is not None
+    ]
+    totals = [int(r.vram_total_mb * 2**20) for r in readings if r.vram_total_mb is not None]
+    freed = [
+        int((r.vram_total_mb - r.vram_free_mb) * 2**20)
+        for r in report.readings
+        if r.note == AFTER_FREE and r.vram_total_mb is not None and r.vram_free_mb is not None
+    ]
     succeeded = sum(1 for image in images if image.ok)
-    devices = stats.get("devices") or [{}]
-    temps = [s.temperature_c for s in samples if s.temperature_c is not None]
-    vram = [s.vram_used_bytes for s in samples if s.vram_used_bytes is not None]
-    totals = [s.vram_total_bytes for s in samples if s.vram_total_bytes is not None]
-    params = requests[0].params
-    notes = ["simulated server: images are synthetic"] if simulated else []
+    paused = not temps
+    notes = ["simulated server: images are synthetic"] if report.backend.simulated else []
     notes.append(
-        f"paced by the card's temperature ({sensor} sensor)"
-        if sensor is not None
+        "paced by the card's temperature"
+        if not paused
         else f"no temperature sensor: a fixed pause of {pause_s:g} s after each image"
     )
+    total_s = report.totals.wall_seconds
     return SmokeReport(
-        server=url,
-        simulated=simulated,
-        comfyui_version=(stats.get("system") or {}).get("comfyui_version"),
-        device=devices[0].get("name") if devices else None,
-        level=level,
-        checkpoint=checkpoint,
+        server=report.backend.url,
+        simulated=report.backend.simulated,
+        comfyui_version=report.backend.comfyui_version,
+        device=report.backend.device,
+        level=options.level,
+        checkpoint=str(report.parameters.get("checkpoint") or ""),
         width=params.width,
         height=params.height,
         steps=params.steps,
         cfg=params.cfg,
         sampler=params.sampler,
-        pause_s=pause_s,
-        requested=len(requests),
+        pause_s=pause_s if paused else 0.0,
+        requested=options.count,
         succeeded=succeeded,
-        failed=len(requests) - succeeded,
+        failed=options.count - succeeded,
         total_s=round(total_s, 3),
-        mean_s_per_image=round(total_s / len(requests), 3),
-        images=images,
+        mean_s_per_image=round(total_s / options.count, 3),
+        images=tuple(images),
         gpu_temp_min_c=min(temps) if temps else None,
         gpu_temp_max_c=max(temps) if temps else None,
-        vram_used_max_bytes=max(vram) if vram else None,
+        vram_used_max_bytes=max(used) if used else None,
         vram_total_bytes=totals[0] if totals else None,
-        vram_used_after_free_bytes=after_free.vram_used_bytes if after_free else None,
-        output_dir=str(out_dir),
+        vram_used_after_free_bytes=freed[-1] if freed else None,
+        output_dir=str(options.out_dir),
         notes=tuple(notes),
+        paused=paused,
     )
-
-
-def _image(index: int, request: GenerationRequest, result: GenerationResult | None) -> SmokeImage:
-    if result is None:
-        return SmokeImage(index, request.seed, None, 0.0, False, "not run")
-    if result.error is not None:
-        return SmokeImage(
-            index, request.seed, None, round(result.seconds, 3), False, str(result.error)
-        )
-    files = ", ".join(image.path.name for image in result.images)
-    return SmokeImage(index, request.seed, files, round(result.seconds, 3), True)
 
 
 def _gib(value: int | None) -> str:
@@ -352,7 +290,8 @@ def _rows(report: SmokeReport) -> Iterator[tuple[str, str]]:
         "level",
         (
             f"{report.level}: {report.width}x{report.height}, {report.steps} steps, CFG "
-            f"{report.cfg:g}, {report.sampler}, pause {report.pause_s:g} s"
+            f"{report.cfg:g}, {report.sampler}"
+            + (f", pause {report.pause_s:g} s" if report.paused else ", paced by temperature")
         ),
     )
     yield "checkpoint", report.checkpoint

@@ -1,8 +1,10 @@
-"""Talking to ComfyUI: the wire protocol as typed data (:mod:`.protocol`) and the low-level
-HTTP + WebSocket client (:mod:`.client`). The adapter (``comfyline.adapters.comfyui``) builds
-the generation engine on these."""
+"""Talking to ComfyUI, in layers: the wire protocol as typed data (:mod:`.protocol`), the
+low-level HTTP + WebSocket client (:mod:`.client`), and :class:`ComfyUIAdapter`
+(:mod:`.adapter`), which turns requests into checked image bytes on one server."""
 
+from comfyline.comfy.adapter import MAX_IN_FLIGHT, ComfyUIAdapter
 from comfyline.comfy.client import ComfyClient, WsConnect, WsConnection, default_ws_connect
+from comfyline.comfy.endpoint import Endpoint
 from comfyline.comfy.protocol import (
     HistoryEntry,
     ImageRef,
@@ -14,7 +16,10 @@ from comfyline.comfy.protocol import (
 )
 
 __all__ = [
+    "MAX_IN_FLIGHT",
     "ComfyClient",
+    "ComfyUIAdapter",
+    "Endpoint",
     "HistoryEntry",
     "ImageRef",
     "MessageType",

@@ -9,6 +9,7 @@ no retries, no waiting, no files.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -36,7 +37,7 @@ from comfyline.errors import (
     ImageInvalid,
 )
 
-MAX_IMAGE_BYTES = 512 * 1024 * 1024
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
 """Largest image ``/view`` may send (an 8192x8192 RGBA PNG stays well under)."""
 MAX_WS_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest WebSocket frame accepted (preview frames are ~100 KB; history-sized errors ~1 MB)."""
@@ -157,22 +158,44 @@ class ComfyClient:
         """``GET /queue``: ids running and pending."""
         return parse_queue(await self._get_json("/queue"))
 
-    async def view(self, ref: ImageRef) -> bytes:
-        """``GET /view`` of one saved image; :class:`ImageInvalid` if missing or too large."""
+    async def view(
+        self, ref: ImageRef, *, timeout_s: float | None = None, max_bytes: int = MAX_IMAGE_BYTES
+    ) -> bytes:
+        """``GET /view`` of one saved image; :class:`ImageInvalid` if missing, over
+        ``max_bytes``, or shorter than the server announced; :class:`ComfyTimeout` when the
+        whole download takes longer than ``timeout_s`` (the HTTP timeout is per read, so a
+        server trickling one byte at a time would otherwise never end)."""
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
+        name = f"{ref.subfolder}/{ref.filename}".lstrip("/")
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._download(params, name, max_bytes)
+        except TimeoutError:
+            raise ComfyTimeout(
+                f"downloading {name} from {self.base_url} took longer than {timeout_s:g} s"
+            ) from None
+
+    async def _download(self, params: dict[str, str], name: str, max_bytes: int) -> bytes:
         async with self._translate("GET", "/view"):
             async with self._http.stream("GET", self._url("/view"), params=params) as response:
                 if response.status_code != 200:
                     raise ImageInvalid(
-                        f"the server listed {ref.subfolder}/{ref.filename} but /view answered "
-                        f"{response.status_code}"
+                        f"the server listed {name} but /view answered {response.status_code}"
                     )
+                announced = response.headers.get("content-length", "")
+                if announced.isdigit() and int(announced) > max_bytes:
+                    raise ImageInvalid(f"{name} is {announced} bytes, over {max_bytes}")
                 chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_IMAGE_BYTES:
-                        raise ImageInvalid(f"{ref.filename} is over {MAX_IMAGE_BYTES} bytes")
-                    chunks.append(chunk)
+                try:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ImageInvalid(f"{name} is over {max_bytes} bytes")
+                        chunks.append(chunk)
+                except httpx.RemoteProtocolError as exc:
+                    raise ImageInvalid(
+                        f"the download of {name} was cut short after {size} bytes ({exc})"
+                    ) from exc
                 return b"".join(chunks)
 
     async def free(self, *, unload_models: bool, free_memory: bool = True) -> None:

@@ -210,6 +210,8 @@ class HistoryEntry:
     completed: bool
     images: tuple[ImageRef, ...] = ()
     messages: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=())
+    graph: Mapping[str, Any] | None = None
+    """The graph the server ran (``prompt[2]`` of the entry), to tell whose prompt it was."""
 
     def error(self) -> ExecutionFailed | ExecutionInterrupted | None:
         """The failure recorded for the prompt, or None when it succeeded."""
@@ -244,12 +246,15 @@ def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
             (str(m[0]), m[1] if isinstance(m[1], dict) else {})
             for m in status.get("messages") or ()
         )
+        prompt = entry.get("prompt")
+        graph = prompt[2] if isinstance(prompt, list) and len(prompt) > 2 else None
         return HistoryEntry(
             prompt_id=prompt_id,
             status_str=str(status.get("status_str", "unknown")),
             completed=bool(status.get("completed", False)),
             images=tuple(images),
             messages=messages,
+            graph=graph if isinstance(graph, dict) else None,
         )
     except (AttributeError, IndexError, TypeError) as exc:
         raise ComfyProtocolError(f"unreadable /history entry for {prompt_id}: {exc}") from exc

@@ -49,12 +49,14 @@ class SheetEntry:
 
 def sheet_entries(slots: Iterable[SlotRecord], output_dir: Path) -> list[SheetEntry]:
     """The cells for the ledger's slots: one per image of a done slot, one "missing" cell for
-    each slot not done (failed, or not made yet). Slot files are relative to ``output_dir``."""
+    each failed slot. Slots not made yet get none, so drawing the sheets of a stopped
+    100,000-slot order costs what was made, not what was planned. Slot files are relative to
+    ``output_dir``."""
     entries: list[SheetEntry] = []
     for slot in slots:
         if slot.state is SlotState.DONE:
             entries += [SheetEntry(slot.index, slot.seed, output_dir / f) for f in slot.files]
-        else:
+        elif slot.state is SlotState.FAILED:
             entries.append(SheetEntry(slot.index, slot.seed, None))
     return entries
 

@@ -72,10 +72,25 @@ def infotext(params: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def with_parameters(data: bytes, params: Mapping[str, Any], source: str = "the image") -> bytes:
+    """The PNG ``data`` with its ``parameters`` and ``comfyline`` text chunks added (or
+    replaced), everything else kept byte for byte, ComfyUI's ``prompt`` chunk included.
+
+    Raises :class:`OutputError` naming ``source`` when ``data`` is not a whole PNG.
+    """
+    chunks = [c for c in _chunks(data, source) if not _is_ours(c)]
+    new = [
+        _text_chunk(PARAMETERS_KEY, infotext(params)),
+        _text_chunk(COMFYLINE_KEY, json.dumps(dict(params), sort_keys=True, default=str)),
+    ]
+    first_idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    chunks[first_idat:first_idat] = new  # before the pixels, where Pillow & co. read eagerly
+    return PNG_SIGNATURE + b"".join(_encode(kind, body) for kind, body in chunks)
+
+
 def embed_parameters(png_path: Path, params: Mapping[str, Any]) -> str:
-    """Add (or replace) the ``parameters`` and ``comfyline`` text chunks of the PNG at
-    ``png_path``, keeping everything else, ComfyUI's ``prompt``/``workflow`` chunks included.
-    Returns the sha256 of the file as written (so nobody has to read it back to hash it).
+    """Add (or replace) the parameter chunks of the PNG file at ``png_path`` (see
+    :func:`with_parameters`), rewriting it atomically; the sha256 of the file as written.
 
     Raises :class:`OutputError` when the file is not a readable PNG or cannot be rewritten.
     """
@@ -84,14 +99,7 @@ def embed_parameters(png_path: Path, params: Mapping[str, Any]) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise OutputError(f"cannot read the image {path}: {exc}") from exc
-    chunks = [c for c in _chunks(data, path) if not _is_ours(c)]
-    new = [
-        _text_chunk(PARAMETERS_KEY, infotext(params)),
-        _text_chunk(COMFYLINE_KEY, json.dumps(dict(params), sort_keys=True, default=str)),
-    ]
-    first_idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
-    chunks[first_idat:first_idat] = new  # before the pixels, where Pillow & co. read eagerly
-    out = PNG_SIGNATURE + b"".join(_encode(kind, body) for kind, body in chunks)
+    out = with_parameters(data, params, str(path))
     try:
         write_atomic(path, out)
     except OSError as exc:
@@ -118,7 +126,7 @@ def _quote(value: Any) -> str:
     return text
 
 
-def _chunks(data: bytes, path: Path) -> Iterator[tuple[bytes, bytes]]:
+def _chunks(data: bytes, path: Path | str) -> Iterator[tuple[bytes, bytes]]:
     """The (type, body) of each chunk, CRCs checked, up to and including IEND."""
     if not data.startswith(PNG_SIGNATURE):
         raise OutputError(f"{path} is not a PNG file (it does not start with the PNG signature)")

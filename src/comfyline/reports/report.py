@@ -52,6 +52,7 @@ class ReportBackend(_Model):
     url: str
     simulated: bool = Field(description="true when the images came from comfyline's simulator")
     comfyui_version: str | None = Field(description="system.comfyui_version of /system_stats")
+    device: str | None = Field(default=None, description="the first device of /system_stats")
 
 
 class ReportImage(_Model):
@@ -72,6 +73,15 @@ class ReportImage(_Model):
     temperature_c: float | None = Field(description="the latest reading at or before this image")
     power_w: float | None
     vram_free_mb: float | None
+    width: int | None = Field(default=None, description="the file's real pixel width")
+    height: int | None = Field(default=None, description="the file's real pixel height")
+    title: str | None = Field(default=None, description="the image's sale title")
+    keywords: list[str] = Field(default_factory=list, description="the image's sale keywords")
+    backend: str | None = Field(default=None, description="the server that made it")
+    checkpoint: str | None = Field(default=None, description="the checkpoint it was made with")
+    wall_seconds: float | None = Field(
+        default=None, description="our own clock from the POST to the checked result"
+    )
 
 
 class ReportError(_Model):
@@ -267,6 +277,13 @@ def _images(
             temperature_c=reading.temperature_c if reading else None,
             power_w=reading.power_w if reading else None,
             vram_free_mb=reading.vram_free_mb if reading else None,
+            width=slot.sizes[i][0] if i < len(slot.sizes) else None,
+            height=slot.sizes[i][1] if i < len(slot.sizes) else None,
+            title=slot.title,
+            keywords=list(slot.keywords),
+            backend=slot.backend,
+            checkpoint=slot.checkpoint,
+            wall_seconds=slot.wall_seconds,
         )
         for i, (f, sha) in enumerate(zip(slot.files, slot.sha256s, strict=True))
     ]

@@ -18,7 +18,6 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import (
@@ -63,50 +62,6 @@ _VARIABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # A folder or file name part: letters (any script), digits, space, dot, dash, underscore; no
 # leading dot or space and no trailing dot or space (Windows drops them silently).
 _NAME_PART_RE = re.compile(r"[\w-](?:[\w .()+-]{0,98}[\w)-])?")
-
-
-class OrderState(StrEnum):
-    """The life cycle of an order, stored in its ledger and shown by ``comfyline status``.
-
-    ``new → validated → queued → running → completed | partial | failed | cancelled``; an
-    unfinished order (partial, failed, cancelled, or running when its runner died) goes back to
-    ``queued`` when it is run again. Legal moves are in :data:`ORDER_TRANSITIONS`.
-    """
-
-    NEW = "new"  # the ledger exists, nothing checked yet
-    VALIDATED = "validated"  # the order file passed validation and its slots are planned
-    QUEUED = "queued"  # ready to run, waiting for a backend
-    RUNNING = "running"  # a runner is working on it
-    COMPLETED = "completed"  # every slot is done (final: running it again does nothing)
-    PARTIAL = "partial"  # the run ended with some slots done and some failed
-    FAILED = "failed"  # the run ended and no slot is done
-    CANCELLED = "cancelled"  # stopped by the user (Ctrl-C) or the guard; resumable
-
-
-ORDER_TRANSITIONS: Mapping[OrderState, frozenset[OrderState]] = {
-    OrderState.NEW: frozenset({OrderState.VALIDATED}),
-    OrderState.VALIDATED: frozenset({OrderState.QUEUED}),
-    OrderState.QUEUED: frozenset({OrderState.RUNNING, OrderState.CANCELLED}),
-    # QUEUED again: the runner died (SIGKILL, power loss) and a new one picks the order up.
-    OrderState.RUNNING: frozenset(
-        {
-            OrderState.COMPLETED,
-            OrderState.PARTIAL,
-            OrderState.FAILED,
-            OrderState.CANCELLED,
-            OrderState.QUEUED,
-        }
-    ),
-    OrderState.COMPLETED: frozenset(),
-    OrderState.PARTIAL: frozenset({OrderState.QUEUED}),
-    OrderState.FAILED: frozenset({OrderState.QUEUED}),
-    OrderState.CANCELLED: frozenset({OrderState.QUEUED}),
-}
-
-
-def can_transition(old: OrderState, new: OrderState) -> bool:
-    """Whether an order may move from ``old`` to ``new`` (see :data:`ORDER_TRANSITIONS`)."""
-    return new in ORDER_TRANSITIONS[old]
 
 
 PathKey = tuple[str | int, ...]
@@ -683,14 +638,12 @@ __all__ = [
     "DEFAULT_NAMING",
     "MAX_IMAGES",
     "NAMING_FIELDS",
-    "ORDER_TRANSITIONS",
     "ORDER_TYPES",
     "SEED_MAX",
     "ListOrder",
     "NodeNames",
     "Order",
     "OrderBase",
-    "OrderState",
     "OutputSpec",
     "Overrides",
     "Profile",
@@ -699,7 +652,6 @@ __all__ = [
     "SeedPolicy",
     "SingleOrder",
     "VariationsOrder",
-    "can_transition",
     "folder_problem",
     "naming_problem",
     "order_adapter",

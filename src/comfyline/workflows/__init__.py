@@ -20,22 +20,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from comfyline.errors import WorkflowError
 from comfyline.workflows.check import ObjectInfo, check_graph, ensure_graph_fits
 from comfyline.workflows.graph import Graph, parse_graph
-from comfyline.workflows.roles import ROLES, Assignment, RoleMap, fill_graph, map_roles
+from comfyline.workflows.roles import (
+    ROLES,
+    Assignment,
+    GraphValues,
+    RoleMap,
+    fill_graph,
+    map_roles,
+)
 from comfyline.workflows.size import output_size
-
-if TYPE_CHECKING:
-    from comfyline.generation import GenerationRequest
 
 __all__ = [
     "BUILTIN",
     "ROLES",
     "Assignment",
     "Graph",
+    "GraphValues",
+    "Request",
     "ObjectInfo",
     "RoleMap",
     "Workflow",
@@ -98,7 +104,19 @@ class Workflow:
         return cls(name=path.stem, graph=parse_graph(data, str(path)), source=str(path))
 
 
-def build_graph(request: GenerationRequest, checkpoint: str | None) -> Graph:
+class Request(GraphValues, Protocol):
+    """What :func:`build_graph` fills a graph from: the values, the workflow (None: the
+    built-in ``txt2img``) and the order's names for ambiguous roles."""
+
+    @property
+    def workflow(self) -> Workflow | None: ...
+    @property
+    def nodes(self) -> dict[str, str]: ...
+    @property
+    def inputs(self) -> dict[str, Any]: ...
+
+
+def build_graph(request: Request, checkpoint: str | None) -> Graph:
     """A copy of the request's workflow (default: ``txt2img``) filled with its values.
 
     ``checkpoint`` goes to the checkpoint loader (None: keep the graph's). The order's ``nodes``

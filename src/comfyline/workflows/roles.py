@@ -26,19 +26,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from comfyline.errors import WorkflowError
+from comfyline.presets import GenerationParams
 from comfyline.workflows.graph import Graph, describe, find_node, is_link, node_ids, value_home
-
-if TYPE_CHECKING:
-    from comfyline.generation import GenerationRequest
 
 ROLES = ("sampler", "positive", "negative", "latent", "checkpoint", "save")
 SAMPLER_TYPES = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced")
 TEXT_INPUTS = ("text", "text_g", "text_l", "clip_l", "clip_g", "t5xxl")
 # The inputs of a custom sampler that lead to the nodes holding its parameters.
 _COMPONENTS = ("noise", "guider", "sampler", "sigmas")
+
+
+class GraphValues(Protocol):
+    """The values that fill a graph (a ``GenerationRequest`` is one): defined here, so that
+    the graph code depends on nobody's request type."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def negative(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def params(self) -> GenerationParams: ...
+    @property
+    def filename_prefix(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,7 @@ def map_roles(graph: Graph, nodes: Mapping[str, str] | None = None) -> RoleMap:
 
 def fill_graph(
     graph: Graph,
-    request: GenerationRequest,
+    request: GraphValues,
     checkpoint: str | None,
     nodes: Mapping[str, str] | None = None,
 ) -> list[Assignment]:
@@ -149,7 +165,7 @@ def apply_overrides(graph: Graph, inputs: Mapping[str, Any]) -> list[Assignment]
     return done
 
 
-def _fill_sampler(graph: Graph, sampler: str, request: GenerationRequest) -> list[Assignment]:
+def _fill_sampler(graph: Graph, sampler: str, request: GraphValues) -> list[Assignment]:
     p = request.params
     wanted: list[tuple[str, tuple[str, ...], Any, bool]] = [
         ("seed", ("seed", "noise_seed"), request.seed, True),

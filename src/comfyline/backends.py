@@ -1,0 +1,175 @@
+"""The ComfyUI servers a run talks to: each one's adapter, temperature sensor and guard.
+
+Today a run has one backend: the configured server, or the built-in simulator. The simulator
+stands in only when the user did not name a server (no ``--comfyui``, no ``$COMFYUI_URL``) and
+nothing answers at the default URL, or when ``--sim`` asks for it; the run then says so plainly,
+since its images are synthetic. A server the user named that does not answer is an error, never
+a silent switch to something else.
+
+Everything a backend opens (the adapter's connections, the sensor's HTTP client, NVML, the
+simulator) is closed by the ``AsyncExitStack`` it was opened on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from comfyline.comfy import ComfyUIAdapter, Endpoint
+from comfyline.errors import ComfyUnavailable
+from comfyline.guard import Guard, GuardEvent, Limits, choose_sensor
+from comfyline.guard.sensors import Sensor
+from comfyline.presets import get_level
+from comfyline.settings import Settings
+
+SIM_NOTICE = (
+    "No ComfyUI answered at {url}; running on the built-in simulator (images are synthetic)."
+)
+SIM_FORCED = "Running on the built-in simulator (--sim; images are synthetic)."
+
+Notify = Callable[[str], None]
+
+
+@dataclass
+class Backend:
+    """One server of a run: where it is, what speaks to it, and what watches its card."""
+
+    name: str
+    url: str
+    simulated: bool
+    adapter: ComfyUIAdapter
+    sensor: Sensor
+    has_temperature: bool
+    sensor_notice: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    guard: Guard | None = None
+
+    @property
+    def comfyui_version(self) -> str | None:
+        version = (self.stats.get("system") or {}).get("comfyui_version")
+        return version if isinstance(version, str) else None
+
+    @property
+    def device(self) -> str | None:
+        devices = self.stats.get("devices") or [{}]
+        name = devices[0].get("name") if isinstance(devices[0], dict) else None
+        return name if isinstance(name, str) else None
+
+    def start_guard(
+        self,
+        settings: Settings,
+        level_name: str,
+        *,
+        on_event: Callable[[GuardEvent], None],
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> Guard:
+        """The guard that paces this backend's prompts for a run at ``level_name``."""
+        level = get_level(level_name)
+        pause_s = level.pause_s if settings.pause_s is None else settings.pause_s
+        self.guard = Guard(
+            self.sensor,
+            Limits.from_settings(settings),
+            pause_s,
+            level.max_batch,
+            clock=clock,
+            sleep=sleep,
+            free_memory=self.free_memory,
+            on_event=on_event,
+            series_pause_s=settings.series_pause_s,
+        )
+        return self.guard
+
+    async def free_memory(self) -> None:
+        """Ask the server to free its GPU memory (our own process holds none of it)."""
+        await self.adapter.free_memory(unload_models=True)
+
+
+async def open_backend(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    force_sim: bool = False,
+    sim_if_unreachable: bool | None = None,
+    notify: Notify = lambda line: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Backend:
+    """The run's server, checked to answer as ComfyUI, with its sensor; a simulator started
+    here when needed (see the module docs). ``sim_if_unreachable`` None: fall back only when
+    the URL is the default one."""
+    url, simulated = await _choose_url(settings, stack, force_sim, sim_if_unreachable, notify)
+    adapter = await stack.enter_async_context(
+        ComfyUIAdapter(Endpoint.from_settings(settings, url), clock=clock, sleep=sleep)
+    )
+    stats = await adapter.check_ready()
+    http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.http_timeout_s))
+    choice = await choose_sensor(settings, adapter.url, http)
+    stack.push_async_callback(_close_sensor, choice.sensor)
+    return Backend(
+        name="simulator" if simulated else adapter.url,
+        url=adapter.url,
+        simulated=simulated,
+        adapter=adapter,
+        sensor=choice.sensor,
+        has_temperature=choice.has_temperature,
+        sensor_notice=choice.notice,
+        stats=stats,
+    )
+
+
+async def _choose_url(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    force_sim: bool,
+    sim_if_unreachable: bool | None,
+    notify: Notify,
+) -> tuple[str, bool]:
+    if force_sim:
+        notify(SIM_FORCED)
+        return await start_simulator(stack), True
+    try:
+        async with ComfyUIAdapter(Endpoint.from_settings(settings)) as probe:
+            await probe.check_ready()
+        return probe.url, False
+    except ComfyUnavailable:
+        fallback = sim_if_unreachable
+        if fallback is None:
+            fallback = "comfyui_url" not in settings.model_fields_set
+        if not fallback:
+            raise  # the user named this server: do not quietly run on something else
+    notify(SIM_NOTICE.format(url=settings.comfyui_url))
+    return await start_simulator(stack), True
+
+
+async def start_simulator(stack: contextlib.AsyncExitStack) -> str:
+    """Start the demo simulator (realistic but fast timing, a warming card); its URL."""
+    from comfyline.sim import SimConfig, running_simulator
+    from comfyline.sim.config import ThermalConfig
+
+    server_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="comfyline-sim-")))
+    config = SimConfig(
+        # ~0.15 s per standard image and a short model load: a demo that shows progress
+        # without making anyone wait; the thermal model gives the guard a card to watch.
+        step_s=0.05,
+        model_load_s=0.3,
+        output_dir=server_dir / "output",
+        thermal=ThermalConfig(),
+    )
+    sim = await asyncio.to_thread(stack.enter_context, running_simulator(config))
+    return str(sim.url)
+
+
+async def _close_sensor(sensor: Sensor) -> None:
+    """Close a sensor that holds something open (NVML)."""
+    aclose = getattr(sensor, "aclose", None)
+    if aclose is not None:
+        await aclose()
