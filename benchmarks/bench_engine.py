@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.generation import GenerationRequest
 from comfyline.presets import params_for
 from comfyline.settings import Settings

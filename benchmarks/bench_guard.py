@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import ComfylineError
 from comfyline.generation import GenerationRequest
 from comfyline.guard import Guard, Limits, SimSensor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,20 +14,23 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import (
     ComfyTimeout,
     ExecutionFailed,
+    ImageInvalid,
     ModelNotFound,
     OutOfMemory,
     PromptRejected,
 )
 from comfyline.generation import GenerationRequest, GenerationResult
+from comfyline.preflight import preflight
 from comfyline.presets import params_for
 from comfyline.sim import SimulatorHandle
 from comfyline.workflows import Workflow
 
 MakeSim = Callable[..., AbstractContextManager[SimulatorHandle]]
+CKPT = "sim-sd15.safetensors"
 
 
 def _settings(sim: SimulatorHandle, **overrides: Any) -> Any:
@@ -40,7 +44,10 @@ def _requests(
 ) -> list[GenerationRequest]:
     params = params_for(level, **kw)
     return [
-        GenerationRequest(f"image {i}", 1000 + i, params, out, f"img_{i:03d}") for i in range(count)
+        GenerationRequest(
+            f"image {i}", 1000 + i, params, checkpoint=CKPT, prompt_id=f"{out.name}-img_{i:03d}"
+        )
+        for i in range(count)
     ]
 
 
@@ -62,32 +69,32 @@ async def _run(comfy: ComfyUIAdapter, requests: list[GenerationRequest]) -> list
 
 async def test_generate_writes_one_checked_image(sim: SimulatorHandle, out: Path) -> None:
     request = GenerationRequest(
-        "a fox", 7, params_for("standard"), out, "fox", prompt_id="slot-0001-a1"
+        "a fox", 7, params_for("standard"), checkpoint=CKPT, prompt_id="slot-0001-a1"
     )
     async with ComfyUIAdapter(_settings(sim)) as comfy:
         result = await comfy.generate(request)
     assert result.ok and result.prompt_id == "slot-0001-a1"
     (image,) = result.images
-    assert image.path == out / "fox.png" and _files(out) == ["fox.png"]
     assert (image.width, image.height) == (320, 320)
-    assert image.sha256 == hashlib.sha256(image.path.read_bytes()).hexdigest()
-    with Image.open(image.path) as png:
+    assert image.server_filename.endswith(".png")
+    with Image.open(io.BytesIO(image.data)) as png:
         assert png.size == (320, 320)
+    assert _files(out) == []  # the adapter writes nothing: the pipeline writes each file once
 
 
 async def test_missing_checkpoint_lists_what_the_server_has(
     sim: SimulatorHandle, out: Path
 ) -> None:
     (request,) = _requests(out, 1)
-    async with ComfyUIAdapter(_settings(sim, checkpoint="nope.safetensors")) as comfy:
+    async with ComfyUIAdapter(_settings(sim)) as comfy:
         with pytest.raises(ModelNotFound, match="sim-sd15.safetensors"):
-            await comfy.generate(request)
-    assert _files(out) == []
+            await preflight(comfy, request, "nope.safetensors")
+    assert sim.stats()["executed"] == 0  # checked before anything was sent
 
 
 async def test_400_with_node_errors_is_a_typed_rejection(sim: SimulatorHandle, out: Path) -> None:
     params = params_for("preview")
-    request = GenerationRequest("x", 1, params, out, "bad", inputs={"3.steps": 0})
+    request = GenerationRequest("x", 1, params, checkpoint=CKPT, inputs={"3.steps": 0})
     async with ComfyUIAdapter(_settings(sim)) as comfy:
         with pytest.raises(PromptRejected) as info:
             await comfy.generate(request)
@@ -124,8 +131,7 @@ async def test_200_with_node_errors_is_a_rejection_too(sim: SimulatorHandle, out
         "x",
         1,
         params_for("preview"),
-        out,
-        "half",
+        checkpoint=CKPT,
         workflow=_two_output_workflow(),
         nodes={"save": "9"},
     )
@@ -149,7 +155,7 @@ async def test_execution_error_mid_batch_fails_only_that_image(
     error = failed[0].error
     assert isinstance(error, ExecutionFailed) and error.node_id and error.node_type
     assert error.exception_type and error.prompt_id == failed[0].prompt_id
-    assert _files(out) == sorted(r.images[0].path.name for r in results if r.ok)
+    assert all(len(r.images) == 1 for r in results if r.ok)
 
 
 async def test_out_of_memory_is_typed(make_sim: MakeSim, out: Path) -> None:
@@ -174,9 +180,8 @@ async def test_restart_mid_batch_loses_nothing_and_duplicates_nothing(
     assert stats["restarts"] == 1
     assert [r.ok for r in results] == [True] * 8, [str(r.error) for r in results]
     assert len({r.prompt_id for r in results}) == 8
-    assert _files(out) == [f"img_{i:03d}.png" for i in range(8)]
-    hashes = [r.images[0].sha256 for r in results]
-    assert len(set(hashes)) == 8  # distinct seeds -> distinct images, each written once
+    hashes = [hashlib.sha256(r.images[0].data).hexdigest() for r in results]
+    assert len(set(hashes)) == 8  # distinct seeds -> distinct images, each made once
 
 
 async def test_dropped_websocket_reconnects_and_finishes(make_sim: MakeSim, out: Path) -> None:
@@ -187,7 +192,6 @@ async def test_dropped_websocket_reconnects_and_finishes(make_sim: MakeSim, out:
         stats = sim.stats()
     assert stats["ws_drops"] == 1
     assert all(r.ok for r in results) and len(results) == 6
-    assert _files(out) == [f"img_{i:03d}.png" for i in range(6)]
 
 
 async def test_stuck_prompt_is_interrupted_and_fails_with_timeout(
@@ -202,15 +206,13 @@ async def test_stuck_prompt_is_interrupted_and_fails_with_timeout(
     assert [r.ok for r in results] == [True, False, True]
     assert isinstance(results[1].error, ComfyTimeout)
     assert stats["interrupted"] == 1
-    assert _files(out) == ["img_000.png", "img_002.png"]
 
 
 async def test_batch_size_4_writes_four_numbered_files(sim: SimulatorHandle, out: Path) -> None:
     (request,) = _requests(out, 1, batch_size=4)
     async with ComfyUIAdapter(_settings(sim)) as comfy:
         result = await comfy.generate(request)
-    assert [i.path.name for i in result.images] == [f"img_000_{i}.png" for i in range(1, 5)]
-    assert _files(out) == [f"img_000_{i}.png" for i in range(1, 5)]
+    assert len(result.images) == 4
     assert all((i.width, i.height) == (256, 256) for i in result.images)
 
 
@@ -247,9 +249,9 @@ async def test_results_stream_as_they_finish(sim: SimulatorHandle, out: Path) ->
         seen = []
         async with asyncio.timeout(30):
             async for result in comfy.generate_batch(requests()):
-                seen.append(result.request.output_stem)
+                seen.append(result.request.prompt)
                 got_one.set()
-    assert sorted(seen) == ["img_000", "img_001", "img_002"]
+    assert sorted(seen) == ["image 0", "image 1", "image 2"]
 
 
 async def test_gate_error_lets_in_flight_finish_then_raises(
@@ -272,7 +274,6 @@ async def test_gate_error_lets_in_flight_finish_then_raises(
             async for result in comfy.generate_batch(_requests(out, 5), gate=gate):
                 seen.append(result)
     assert [r.ok for r in seen] == [True, True]
-    assert _files(out) == ["img_000.png", "img_001.png"]
 
 
 async def test_prompt_state_and_collect_after_the_fact(sim: SimulatorHandle, out: Path) -> None:
@@ -281,9 +282,9 @@ async def test_prompt_state_and_collect_after_the_fact(sim: SimulatorHandle, out
         result = await comfy.generate(request)
         assert await comfy.prompt_state(result.prompt_id) == "done"
         assert await comfy.prompt_state("never-sent") == "unknown"
-        again = GenerationRequest(
-            request.prompt, request.seed, request.params, out / "resumed", "again"
-        )
-        collected = await comfy.collect(again, result.prompt_id)
-    assert collected.ok and collected.images[0].sha256 == result.images[0].sha256
-    assert _files(out / "resumed") == ["again.png"]
+        collected = await comfy.collect(request, result.prompt_id)
+        other = GenerationRequest("another prompt", request.seed, request.params, checkpoint=CKPT)
+        refused = await comfy.collect(other, result.prompt_id)
+    assert collected.ok and collected.images[0].data == result.images[0].data
+    # A history entry made from another graph is never taken for this slot's.
+    assert isinstance(refused.error, ImageInvalid) and "another graph" in str(refused.error)

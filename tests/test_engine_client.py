@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.comfy.client import ComfyClient
 from comfyline.comfy.protocol import ImageRef
 from comfyline.errors import (
@@ -34,6 +34,7 @@ from comfyline.errors import (
     PromptRejected,
 )
 from comfyline.generation import GenerationRequest
+from comfyline.preflight import check_sampler, resolve_checkpoint
 from comfyline.presets import params_for
 from comfyline.settings import Settings
 
@@ -124,31 +125,35 @@ async def test_checkpoint_resolution() -> None:
 
     async with _server({"/object_info": object_info}) as http:
         async with ComfyUIAdapter(Settings(comfyui_url=URL), http=http) as comfy:
-            assert await comfy.resolve_checkpoint("b.safetensors") == "b.safetensors"
-            with pytest.raises(ModelNotFound) as info:
-                await comfy.resolve_checkpoint("missing.safetensors")
-            assert "a.safetensors, b.safetensors" in str(info.value)
+            info = await comfy.object_info()
+            assert resolve_checkpoint(info, "b.safetensors", URL) == "b.safetensors"
+            with pytest.raises(ModelNotFound) as error:
+                resolve_checkpoint(info, "missing.safetensors", URL)
+            assert "a.safetensors, b.safetensors" in str(error.value)
             with pytest.raises(ConfigError, match="has 2: a.safetensors, b.safetensors"):
-                await comfy.resolve_checkpoint(None)
+                resolve_checkpoint(info, None, URL)
+            await comfy.object_info()
     assert calls == ["/object_info"]  # cached after the first call
 
     async with _server({"/object_info": _json(_object_info(["only.safetensors"]))}) as http:
         async with ComfyUIAdapter(Settings(comfyui_url=URL), http=http) as comfy:
-            assert await comfy.resolve_checkpoint(None) == "only.safetensors"
+            info = await comfy.object_info()
+            assert resolve_checkpoint(info, None, URL) == "only.safetensors"
 
 
 async def test_sampler_and_scheduler_must_be_known(tmp_path: Path) -> None:
     def request(**overrides: Any) -> GenerationRequest:
         params = params_for("standard", **overrides)
-        return GenerationRequest("p", 1, params, tmp_path, "x")
+        return GenerationRequest("p", 1, params)
 
     async with _server({"/object_info": _json(_object_info(["a.safetensors"]))}) as http:
         async with ComfyUIAdapter(Settings(comfyui_url=URL), http=http) as comfy:
-            await comfy.check_request(request(sampler="dpmpp_2m", scheduler="karras"))
+            info = await comfy.object_info()
+            check_sampler(info, request(sampler="dpmpp_2m", scheduler="karras"), URL)
             with pytest.raises(ConfigError, match="allowed: euler, dpmpp_2m"):
-                await comfy.check_request(request(sampler="nope"))
+                check_sampler(info, request(sampler="nope"), URL)
             with pytest.raises(ConfigError, match="scheduler 'nope'"):
-                await comfy.check_request(request(scheduler="nope"))
+                check_sampler(info, request(scheduler="nope"), URL)
 
 
 async def test_post_prompt_sends_client_and_prompt_id_and_reads_rejections() -> None:

@@ -3,6 +3,7 @@ report, and the guard against clearing a folder that holds someone else's files.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -12,16 +13,22 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from comfyline.cli import app
 from comfyline.errors import ConfigError
 from comfyline.settings import Settings
 from comfyline.sim import SimulatorHandle, ThermalConfig
-from comfyline.smoke import REPORT_NAME, SmokeOptions, check_output_folder, run_smoke_test
+from comfyline.smoke import REPORT_NAME, SmokeOptions, clear_previous_run, run_smoke_test
 
 ROOT = Path(__file__).resolve().parents[1]
 MakeSim = Callable[..., AbstractContextManager[SimulatorHandle]]
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=400, highlight=False), buffer
 
 
 def _closed_port_url() -> str:
@@ -33,14 +40,19 @@ def _closed_port_url() -> str:
 def test_cli_smoke_test_on_the_simulator_writes_10_images_and_a_report(tmp_path: Path) -> None:
     out = tmp_path / "sd" / "outputs" / "test"
     out.mkdir(parents=True)
-    (out / "old_01.png").write_bytes(b"stale image from an earlier run")
+    (out / "wedding_001.png").write_bytes(b"a user's own image: never ours to delete")
     args = ["smoke-test", "--sim", "--pause", "0", "--out", str(out), "--seed", "5"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    for _ in range(2):  # the second run replaces the first run's files, and only those
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
     assert "built-in simulator" in result.output and "Smoke test" in result.output
-    pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == [f"smoke_{i:02d}.png" for i in range(1, 11)]  # the old file is gone
-    assert sorted(p.name for p in out.iterdir()) == [*pngs, REPORT_NAME]  # no temp files
+    pngs = sorted(p.name for p in out.glob("smoke_*.png"))
+    assert pngs == [f"smoke_{i:02d}.png" for i in range(1, 11)]
+    assert (out / "wedding_001.png").read_bytes().startswith(b"a user's own image")
+    made = {*pngs, REPORT_NAME, "generation_report.json", "contact_sheet.png", "run_chart.png"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        {*made, "wedding_001.png", ".comfyline"}
+    )  # no temp files
     report = json.loads((out / REPORT_NAME).read_text())
     assert (report["requested"], report["succeeded"], report["failed"]) == (10, 10, 0)
     assert report["simulated"] is True and report["level"] == "standard"
@@ -53,7 +65,7 @@ def test_cli_smoke_test_on_the_simulator_writes_10_images_and_a_report(tmp_path:
 def test_failed_image_makes_the_exit_status_non_zero(make_sim: MakeSim, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with make_sim() as sim:
-        sim.set_faults(error_on_prompts=[2])
+        sim.set_faults(error_on_prompts=[2, 4])  # slot 2 fails, and fails again when retried
         args = ["smoke-test", "--comfyui", sim.url, "--count", "3", "--pause", "0"]
         result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 1, result.output
@@ -67,9 +79,10 @@ def test_failed_image_makes_the_exit_status_non_zero(make_sim: MakeSim, tmp_path
 
 async def test_falls_back_to_the_simulator_when_nothing_answers(tmp_path: Path) -> None:
     url = _closed_port_url()
-    lines: list[str] = []
+    console, buffer = _console()
     options = SmokeOptions(count=2, pause_s=0, out_dir=tmp_path / "out", sim_if_unreachable=True)
-    report = await run_smoke_test(Settings(comfyui_url=url), options, notify=lines.append)
+    report = await run_smoke_test(Settings(comfyui_url=url), options, console=console)
+    lines = buffer.getvalue().splitlines()
     assert report.simulated and report.succeeded == 2
     assert lines[0] == (
         f"No ComfyUI answered at {url}; running on the built-in simulator (images are synthetic)."
@@ -100,12 +113,14 @@ def test_a_named_url_that_does_not_answer_is_a_one_line_error(entry: str, tmp_pa
     assert not out.exists()
 
 
-def test_refuses_to_clear_a_folder_with_other_files(tmp_path: Path) -> None:
-    (tmp_path / "keep.txt").write_text("mine")
-    (tmp_path / "a.png").write_bytes(b"x")
-    with pytest.raises(ConfigError, match=r"keep\.txt.*--out"):
-        check_output_folder(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "keep.txt"]
+def test_refuses_an_orders_output_folder_and_deletes_nothing(tmp_path: Path) -> None:
+    from comfyline.ledger import Ledger, ledger_path
+
+    Ledger.open(ledger_path(tmp_path), "cats", "fp").close()  # an order ran here
+    (tmp_path / "cat_01.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"output folder of an order.*--out"):
+        clear_previous_run(tmp_path)
+    assert (tmp_path / "cat_01.png").exists()
 
 
 async def test_the_guard_paces_the_smoke_test_by_the_cards_temperature(
@@ -113,27 +128,30 @@ async def test_the_guard_paces_the_smoke_test_by_the_cards_temperature(
 ) -> None:
     # The user's card (the simulator's fit): 1.54 s of work per standard image, 10x faster.
     work_s, steps, pixels = 1.54, 8, 320 * 320 / 512**2
-    lines: list[str] = []
+    console, _ = _console()
+    out = tmp_path / "out"
     with make_sim(step_s=work_s / steps / pixels, time_scale=0.1, thermal=ThermalConfig()) as sim:
-        options = SmokeOptions(count=4, pause_s=0, out_dir=tmp_path / "out", seed=1)
-        report = await run_smoke_test(Settings(comfyui_url=sim.url), options, notify=lines.append)
+        options = SmokeOptions(count=4, pause_s=0, out_dir=out, seed=1)
+        report = await run_smoke_test(Settings(comfyui_url=sim.url), options, console=console)
         assert sim.stats()["blackouts"] == 0
     assert report.succeeded == 4
-    assert "paced by the card's temperature (sim sensor)" in report.notes
+    assert "paced by the card's temperature" in report.notes and not report.paused
     # Without a pause, the 3rd image in a row would pass 78 °C (4th: 85): the guard held.
-    assert any(line.startswith("guard: held new prompts") for line in lines), lines
+    events = json.loads((out / "generation_report.json").read_text())["guard_events"]
+    assert any(event["kind"] == "held" for event in events), events
     assert report.gpu_temp_max_c is not None and report.gpu_temp_max_c <= 78.0
 
 
 async def test_without_a_sensor_the_pause_follows_each_image(
     make_sim: MakeSim, tmp_path: Path
 ) -> None:
-    lines: list[str] = []
+    console, buffer = _console()
     with make_sim() as sim:  # no thermal model: no temperature anywhere
         options = SmokeOptions(count=3, pause_s=0.3, out_dir=tmp_path / "out")
         settings = Settings(comfyui_url=sim.url, sensor="comfyui")
-        report = await run_smoke_test(settings, options, notify=lines.append)
+        report = await run_smoke_test(settings, options, console=console)
         gaps = sim.stats()["gaps_s"]
+    lines = buffer.getvalue().splitlines()
     assert report.succeeded == 3 and report.gpu_temp_max_c is None
     assert "no temperature sensor: a fixed pause of 0.3 s after each image" in report.notes
     assert len(gaps) == 2 and min(gaps) >= 0.3  # one prompt at a time, then the pause

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.generation import GenerationRequest
 from comfyline.guard import Guard, Limits, SimSensor
 from comfyline.presets import get_level, params_for

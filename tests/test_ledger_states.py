@@ -18,7 +18,7 @@ from comfyline.ledger import (
     ledger_path,
     slot_prompt_id,
 )
-from comfyline.schemas.order import OrderState
+from comfyline.ledger import OrderState
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,22 @@ def test_resume_keeps_state_and_plan_is_checked(db: Path) -> None:
             led.ensure_slots(plan(4))
 
 
+def test_edit_before_anything_was_sent_starts_the_order_afresh(db: Path) -> None:
+    # A pre-flight failed (a wrong checkpoint), the user fixed the order: nothing was sent,
+    # so the edit costs nothing and must not lock the order.
+    with Ledger.open(db, "cats", "fp-1") as led:
+        led.ensure_slots(plan(2))
+        led.ensure_seed_base(5)
+    with Ledger.open(db, "cats", "fp-2") as led:
+        assert led.order().fingerprint == "fp-2"
+        assert led.counts().total == 0 and led.order().seed_base is None
+        assert led.ensure_slots(plan(3)) == 3
+
+
 def test_edited_order_is_refused_with_advice(db: Path) -> None:
     with Ledger.open(db, "cats", "fp-1") as led:
         led.ensure_slots(plan(2))
+        led.mark_submitted(0, "p-0", 1)
     with pytest.raises(LedgerError, match="was edited after it started") as info:
         Ledger.open(db, "cats", "fp-2")
     assert "Undo the edit to resume" in str(info.value)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from comfyline import pipeline
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import ModelNotFound, WorkflowCheckFailed
 from comfyline.generation import GenerationRequest
 from comfyline.presets import params_for

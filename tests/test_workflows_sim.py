@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from comfyline.adapters.comfyui import ComfyUIAdapter
+from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import WorkflowCheckFailed
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.presets import params_for

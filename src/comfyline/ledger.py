@@ -154,12 +154,6 @@ class PlannedSlot(Protocol):
     def seed(self) -> int: ...
     @property
     def params(self) -> Any: ...
-    @property
-    def stem(self) -> str: ...
-    @property
-    def title(self) -> str | None: ...
-    @property
-    def keywords(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)
@@ -964,7 +958,10 @@ def _slot_row(slot: PlannedSlot) -> tuple[Any, ...]:
 
 
 def _sale_row(slot: PlannedSlot) -> tuple[Any, ...]:
-    return (str(slot.stem), slot.title, json.dumps(list(slot.keywords)), int(slot.index))
+    # File stem, title and keywords: recorded when the planned slot has them (orders' do).
+    stem, title = getattr(slot, "stem", ""), getattr(slot, "title", None)
+    keywords = list(getattr(slot, "keywords", ()))
+    return (str(stem), title, json.dumps(keywords), int(slot.index))
 
 
 def _comparable(row: Sequence[Any]) -> tuple[Any, ...]:

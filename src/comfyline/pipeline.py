@@ -27,7 +27,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import GuardEvent, OomRecovery
 from comfyline.guard.sensors import parse_system_stats
 from comfyline.images import TEMP_SUFFIX
-from comfyline.ledger import Ledger, OrderState, ledger_path, slot_prompt_id
+from comfyline.ledger import Ledger, OrderState, ledger_path, read_status, slot_prompt_id
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
 from comfyline.outputs import write_images
 from comfyline.preflight import preflight
@@ -207,29 +207,37 @@ class _Run:
 
     async def execute(self) -> GenerationReport:
         db = ledger_path(self.out)
-        version = __version__
-        with Ledger.open(
-            db, self.order.id, fingerprint(self.loaded), comfyline_version=version
-        ) as self.ledger:
-            self._ledger_id = _file_id(self.ledger.path)
+        if _complete(db):
+            with self._open_ledger(db):
+                return self._already_complete()
+        async with contextlib.AsyncExitStack() as stack:
+            # The server first: one that does not answer is an error before anything is
+            # written (and a simulator that stands in says so before the run starts).
+            backend = await open_backend(
+                self.settings,
+                stack,
+                force_sim=self.options.sim,
+                sim_if_unreachable=self.options.sim_if_unreachable,
+                notify=self.notify,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+            with self._open_ledger(db):
+                if self.ledger.counts().done == self.ledger.counts().total:
+                    return self._already_complete()
+                self._move_to(OrderState.QUEUED)
+                return await self._run_on(backend)
+
+    @contextlib.contextmanager
+    def _open_ledger(self, db: Path) -> Iterator[Ledger]:
+        print_ = fingerprint(self.loaded)
+        with Ledger.open(db, self.order.id, print_, comfyline_version=__version__) as ledger:
+            self.ledger = ledger
+            self._ledger_id = _file_id(ledger.path)
             _remove_temp_files(self.out)
             self.plan = self._plan()
-            self.ledger.ensure_slots(self.plan)
-            counts = self.ledger.counts()
-            if counts.done == counts.total:
-                return self._already_complete()
-            self._move_to(OrderState.QUEUED)
-            async with contextlib.AsyncExitStack() as stack:
-                backend = await open_backend(
-                    self.settings,
-                    stack,
-                    force_sim=self.options.sim,
-                    sim_if_unreachable=self.options.sim_if_unreachable,
-                    notify=self.notify,
-                    clock=self.clock,
-                    sleep=self.sleep,
-                )
-                return await self._run_on(backend)
+            ledger.ensure_slots(self.plan)
+            yield ledger
 
     def _plan(self) -> Plan:
         first = plan(self.loaded)
@@ -540,6 +548,17 @@ def _remove_temp_files(folder: Path) -> None:
     for path in folder.glob(f".*{TEMP_SUFFIX}"):
         if _TEMP_FILE.fullmatch(path.name) and path.is_file():
             path.unlink(missing_ok=True)
+
+
+def _complete(db: Path) -> bool:
+    """Whether the ledger at ``db`` holds an order whose slots are all done (read without the
+    lock; the runner checks again once it holds it)."""
+    if not db.exists():
+        return False
+    with contextlib.suppress(LedgerError):
+        counts = read_status(db).counts
+        return counts.total > 0 and counts.done == counts.total
+    return False
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

@@ -1,7 +1,7 @@
 """The smoke test: one command, ``count`` images of one level, a report.
 
 It is a synthetic order run through the same pipeline as every order (one orchestrator): its
-``project.yaml`` is written into ``<out>/.comfyline/smoke-test/``, its images come out as
+``project.yaml`` is made in a temporary folder and read once, its images come out as
 ``smoke_01.png``... with their parameters inside, and the pipeline's ledger, guard, report,
 contact sheet and chart all apply. ``run_smoke_test`` returns a :class:`SmokeReport` (plain
 data) built from the pipeline's report; ``render_report`` turns it into a rich table and
@@ -21,6 +21,7 @@ import json
 import random
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,9 +32,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
 from comfyline import pipeline
-from comfyline.errors import ConfigError
+from comfyline.errors import ConfigError, LedgerError
 from comfyline.images import write_atomic
-from comfyline.ledger import LEDGER_DIR, ledger_path
+from comfyline.ledger import LEDGER_DIR, ledger_path, read_status
+from comfyline.orders import load
 from comfyline.pipeline import AFTER_FREE
 from comfyline.presets import get_level, params_for
 from comfyline.reports.charts import CHART_FILE
@@ -136,10 +138,11 @@ async def run_smoke_test(
     out = options.out_dir
     clear_previous_run(out)
     first_seed = options.seed if options.seed is not None else random.randrange(2**31)
-    order_file = _write_order(out, options, first_seed)
     run_settings = settings.model_copy(update={"pause_s": pause_s})
+    with tempfile.TemporaryDirectory(prefix="comfyline-smoke-") as folder:
+        loaded = load(_write_order(Path(folder), options, first_seed))
     report = await pipeline.generate(
-        order_file,
+        loaded,
         settings=run_settings,
         sim=options.use_sim,
         sim_if_unreachable=options.sim_if_unreachable,
@@ -161,7 +164,7 @@ def clear_previous_run(folder: Path) -> None:
     state = folder / LEDGER_DIR
     if not state.exists():
         return
-    if not (state / ORDER_ID).is_dir():
+    if _ledger_order(ledger_path(folder)) != ORDER_ID:
         raise ConfigError(
             f"{folder} is the output folder of an order (it holds {state}); the smoke test "
             "starts afresh each time, so give it a folder of its own with --out"
@@ -175,6 +178,13 @@ def clear_previous_run(folder: Path) -> None:
     for sheet in folder.glob("contact_sheet*.png"):
         sheet.unlink()
     shutil.rmtree(state)
+
+
+def _ledger_order(db: Path) -> str | None:
+    try:
+        return read_status(db).order.order_id
+    except LedgerError:
+        return None
 
 
 def _recorded_files(db: Path) -> list[str]:
@@ -194,7 +204,7 @@ def _recorded_files(db: Path) -> list[str]:
     return [name for (files,) in rows for name in json.loads(files)]
 
 
-def _write_order(out: Path, options: SmokeOptions, first_seed: int) -> Path:
+def _write_order(folder: Path, options: SmokeOptions, first_seed: int) -> Path:
     """The smoke test as an order: one prompt per image, seeds ``first_seed``, +1, ..."""
     order: dict[str, Any] = {
         "id": ORDER_ID,
@@ -208,7 +218,7 @@ def _write_order(out: Path, options: SmokeOptions, first_seed: int) -> Path:
     }
     if options.checkpoint:
         order["checkpoint"] = options.checkpoint
-    path = out / LEDGER_DIR / ORDER_ID / "project.yaml"
+    path = folder / ORDER_ID / "project.yaml"
     write_atomic(path, yaml.safe_dump(order, sort_keys=False, allow_unicode=True).encode())
     return path
 
@@ -225,7 +235,7 @@ def _report(report: GenerationReport, options: SmokeOptions, pause_s: float) -> 
             name, seconds = Path(image.file).name, image.seconds or 0.0
             images.append(SmokeImage(i + 1, image.seed, name, seconds, True))
         else:
-            why = f"{error.type}: {error.message}" if error else "not run"
+            why = error.message if error else "not run"
             images.append(SmokeImage(i + 1, seed, None, 0.0, False, why))
     readings = [r for r in report.readings if r.note != AFTER_FREE]
     temps = [r.temperature_c for r in readings if r.temperature_c is not None]
