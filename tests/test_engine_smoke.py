@@ -74,7 +74,7 @@ def test_failed_image_makes_the_exit_status_non_zero(make_sim: MakeSim, tmp_path
     assert (
         report["images"][1]["ok"] is False and "ExecutionFailed" not in report["images"][1]["error"]
     )
-    assert sorted(p.name for p in out.glob("*.png")) == ["smoke_01.png", "smoke_03.png"]
+    assert sorted(p.name for p in out.glob("smoke_*.png")) == ["smoke_01.png", "smoke_03.png"]
 
 
 async def test_falls_back_to_the_simulator_when_nothing_answers(tmp_path: Path) -> None:
