@@ -13,12 +13,12 @@ import pytest
 from comfyline.errors import ExecutionFailed, LedgerError
 from comfyline.ledger import (
     Ledger,
+    OrderState,
     SlotError,
     SlotState,
     ledger_path,
     slot_prompt_id,
 )
-from comfyline.ledger import OrderState
 
 
 @dataclass(frozen=True)

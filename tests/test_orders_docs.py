@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from comfyline.ledger import OrderState
 from comfyline.orders import parse_profiles
 from comfyline.presets import LEVELS
 from comfyline.profiles import builtin_text
@@ -15,7 +16,6 @@ from comfyline.schemas.order import (
     NAMING_FIELDS,
     ORDER_TYPES,
     NodeNames,
-    OrderState,
     OutputSpec,
     Overrides,
     Profile,

@@ -8,15 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from comfyline.errors import OrderError
+from comfyline.ledger import ORDER_TRANSITIONS, OrderState, can_transition
 from comfyline.orders import load_order, plan
 from comfyline.presets import params_for
 from comfyline.schemas.order import (
-    ORDER_TRANSITIONS,
     ListOrder,
-    OrderState,
     SingleOrder,
     VariationsOrder,
-    can_transition,
     order_adapter,
 )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from comfyline.ledger import Ledger, ledger_path, slot_prompt_id
-from comfyline.orders import load_order
+from comfyline.orders import load
 from comfyline.pipeline import fingerprint
 from test_pipeline_support import (
     check_finished,
@@ -98,11 +98,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     assert not status.running
 
     # No slot was written into our folder twice: one "done" per slot in the ledger's log.
-    with Ledger.open(
-        ledger_path(folder), "kill-test", fingerprint(load_order(order_file))
-    ) as ledger:
+    with Ledger.open(ledger_path(folder), "kill-test", fingerprint(load(order_file))) as ledger:
         done_events = Counter(e.index for e in ledger.events("done"))
         records = ledger.slots()
+        nonce = ledger.nonce
     assert done_events == Counter(range(IMAGES))
 
     # The server: each slot's image came from one of its prompts that succeeded there, and at
@@ -111,7 +110,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
         p["prompt_id"] for p in stats["prompts"] if p["status"] == "success" and not p["cached"]
     }
     for record in records:
-        assert record.prompt_id == slot_prompt_id("kill-test", record.index, record.attempt)
+        assert record.prompt_id == slot_prompt_id("kill-test", record.index, record.attempt, nonce)
         assert record.prompt_id in succeeded
     assert IMAGES <= stats["executed"] <= IMAGES + 2 * kills
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from comfyline.ledger import Ledger, ledger_path
-from comfyline.orders import load_order
+from comfyline.orders import load
 from comfyline.pipeline import fingerprint
 from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
@@ -31,9 +31,9 @@ from test_pipeline_support import (
 def done_events(order_file: Path, output_root: Path) -> Counter[int | None]:
     """How often each slot was recorded done in the ledger's log (taken with the lock: no
     runner may be active)."""
-    order = load_order(order_file)
+    loaded = load(order_file)
     db = ledger_path(output_folder(order_file, output_root))
-    with Ledger.open(db, order.id, fingerprint(order)) as ledger:
+    with Ledger.open(db, loaded.order.id, fingerprint(loaded)) as ledger:
         return Counter(event.index for event in ledger.events("done"))
 
 
@@ -65,10 +65,11 @@ def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_pat
         run_in_process(order_file, settings_for(sim.url, out_root))
 
     check_finished(order_file, out_root)
-    order = load_order(order_file)
+    loaded = load(order_file)
     db = ledger_path(output_folder(order_file, out_root))
-    with Ledger.open(db, order.id, fingerprint(order)) as ledger:
-        reasons = [e.detail.get("reason", "") for e in ledger.events("requeued")]
+    with Ledger.open(db, loaded.order.id, fingerprint(loaded)) as ledger:
+        reasons = [e.detail.get("reason", "") for e in ledger.events("resent")]
+    # Lost by the restart: sent again under the same prompt id, as the same attempt.
     assert any("unknown on the server" in reason for reason in reasons)
     assert done_events(order_file, out_root) == Counter(range(6))
 

@@ -100,16 +100,14 @@ def output_folder(order_file: Path, output_root: Path) -> Path:
 
 
 def run_in_process(
-    order_file: Path, settings: Settings, *, simulated: bool = True, **time_seams: Any
+    order_file: Path, settings: Settings, **time_seams: Any
 ) -> tuple[GenerationReport, str]:
     """Run the order through ``pipeline.generate``; its report and what it printed.
     ``time_seams``: ``clock`` and ``sleep`` for the run (see :class:`FastTime`)."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=200, force_terminal=False)
     report = asyncio.run(
-        pipeline.generate(
-            order_file, settings=settings, simulated=simulated, console=console, **time_seams
-        )
+        pipeline.generate(order_file, settings=settings, console=console, **time_seams)
     )
     return report, buffer.getvalue()
 

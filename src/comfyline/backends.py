@@ -35,6 +35,9 @@ SIM_NOTICE = (
 )
 SIM_FORCED = "Running on the built-in simulator (--sim; images are synthetic)."
 
+SIM_DEVICE = "Simulated GPU (comfyline)"
+"""How the simulator names its device in /system_stats."""
+
 Notify = Callable[[str], None]
 
 
@@ -114,6 +117,9 @@ async def open_backend(
     http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.http_timeout_s))
     choice = await choose_sensor(settings, adapter.url, http)
     stack.push_async_callback(_close_sensor, choice.sensor)
+    # A server that is our simulator says so in /system_stats, also when the user started it
+    # (``comfyline sim``): its images are synthetic wherever it runs.
+    simulated = simulated or SIM_DEVICE in str((stats.get("devices") or [{}])[0].get("name"))
     return Backend(
         name="simulator" if simulated else adapter.url,
         url=adapter.url,

@@ -375,6 +375,13 @@ class _Run:
             elif state == "unknown" and prompt_id:
                 # Never reached the server (killed before the POST), or lost by a restart:
                 # nothing ran, so it goes again under the same id, as the same attempt.
+                self.ledger.record_event(
+                    "resent",
+                    index=record.index,
+                    attempt=record.attempt,
+                    prompt_id=prompt_id,
+                    detail={"reason": "previous run left it unknown on the server"},
+                )
                 scheduler.resend(record.index)
                 continue
             self.ledger.requeue(record.index, f"previous run left it {state} on the server")
