@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from comfyline.ledger import Ledger, ledger_path, slot_prompt_id
-from comfyline.orders import load_order
+from comfyline.orders import load
 from comfyline.pipeline import fingerprint
 from test_pipeline_support import (
     check_finished,
@@ -99,7 +99,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
 
     # No slot was written into our folder twice: one "done" per slot in the ledger's log.
     with Ledger.open(
-        ledger_path(folder), "kill-test", fingerprint(load_order(order_file))
+        ledger_path(folder), "kill-test", fingerprint(load(order_file).order)
     ) as ledger:
         done_events = Counter(e.index for e in ledger.events("done"))
         records = ledger.slots()

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from comfyline.ledger import Ledger, ledger_path
-from comfyline.orders import load_order
+from comfyline.orders import load
 from comfyline.pipeline import fingerprint
 from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
@@ -31,7 +31,7 @@ from test_pipeline_support import (
 def done_events(order_file: Path, output_root: Path) -> Counter[int | None]:
     """How often each slot was recorded done in the ledger's log (taken with the lock: no
     runner may be active)."""
-    order = load_order(order_file)
+    order = load(order_file).order
     db = ledger_path(output_folder(order_file, output_root))
     with Ledger.open(db, order.id, fingerprint(order)) as ledger:
         return Counter(event.index for event in ledger.events("done"))
@@ -65,7 +65,7 @@ def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_pat
         run_in_process(order_file, settings_for(sim.url, out_root))
 
     check_finished(order_file, out_root)
-    order = load_order(order_file)
+    order = load(order_file).order
     db = ledger_path(output_folder(order_file, out_root))
     with Ledger.open(db, order.id, fingerprint(order)) as ledger:
         reasons = [e.detail.get("reason", "") for e in ledger.events("requeued")]

@@ -211,7 +211,7 @@ def run_order_command(
     import contextlib
 
     from comfyline.backend import choose_backend
-    from comfyline.orders import load_order
+    from comfyline.orders import load
     from comfyline.pipeline import generate
     from comfyline.settings import Settings
 
@@ -223,7 +223,7 @@ def run_order_command(
     settings = Settings(**overrides)
     console = Console(stderr=True, highlight=False)
     # An invalid order is reported (exit 2) before any server is contacted or started.
-    load_order(path / "project.yaml" if path.is_dir() else path)
+    load(path)
 
     async def run() -> int:
         with contextlib.ExitStack() as stack:

@@ -55,7 +55,7 @@ from comfyline.ledger import (
     read_status,
     slot_prompt_id,
 )
-from comfyline.orders import BUILTIN_PREFIX, Plan, Slot, load_order, plan
+from comfyline.orders import BUILTIN_PREFIX, Plan, Slot, load, plan
 from comfyline.presets import GenerationParams, get_level
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.reports.charts import CHART_FILE, write_chart
@@ -115,10 +115,11 @@ def fingerprint(order: Order) -> str:
 def order_status(order_path: Path, settings: Settings) -> tuple[Order, OrderStatus | None, int]:
     """The order at ``order_path``, its ledger status (None when it never ran) and the number
     of prompts it plans."""
-    order = load_order(order_path)
+    loaded = load(order_path)
+    order = loaded.order
     db = ledger_path(output_dir(order, settings))
     status = read_status(db) if db.exists() else None
-    total = status.counts.total if status else len(plan(order, order_path.parent))
+    total = status.counts.total if status else len(plan(loaded))
     return order, status, total
 
 
@@ -144,7 +145,7 @@ async def generate(
     if isinstance(order, Path):
         order_dir = order.parent if order.is_file() else order
         order_file = order if order.is_file() else order / "project.yaml"
-        order = load_order(order_file)
+        order = load(order_file).order
     elif order_dir is None:
         raise ConfigError("pipeline.generate(order) needs order_dir, the folder of its file")
     else:
@@ -165,8 +166,9 @@ async def generate(
 async def check_against_server(order_path: Path, settings: Settings) -> str:
     """Check an order's filled graph against the server's ``/object_info`` without generating:
     every problem at once (:class:`WorkflowCheckFailed`). Returns a one-line summary."""
-    order = load_order(order_path)
-    the_plan = plan(order, order_path.parent)
+    loaded = load(order_path)
+    order = loaded.order
+    the_plan = plan(loaded)
     async with ComfyUIAdapter(settings) as comfy:
         await comfy.check_ready()
         checkpoint = await comfy.resolve_checkpoint(order.checkpoint or settings.checkpoint)
@@ -274,11 +276,12 @@ class _Run:
                 return await self._run_on_server()
 
     def _plan(self) -> Plan:
-        first = plan(self.order, self.order_dir)
+        loaded = load(self.order_file)
+        first = plan(loaded)
         base = self.ledger.ensure_seed_base(first.seed_base)
         if base == first.seed_base:
             return first
-        return plan(self.order, self.order_dir, random_base=base)
+        return plan(loaded, random_base=base)
 
     def _move_to(self, state: OrderState) -> None:
         current = self.ledger.order().state
