@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from comfyline.ledger import Ledger, ledger_path
-from comfyline.orders import load_order
+from comfyline.orders import load
 from comfyline.pipeline import fingerprint
 
 ORDER = """\
@@ -76,7 +76,7 @@ def run_order(folder: Path, url: str, count: int) -> tuple[float, float, float, 
     if proc.returncode:
         raise SystemExit(f"run-order failed ({proc.returncode}):\n{stderr[-2000:]}")
     peak_kib = usage.ru_maxrss
-    order = load_order(order_dir / "project.yaml")
+    order = load(order_dir / "project.yaml").order
     with Ledger.open(ledger_path(out / "bench"), order.id, fingerprint(order)) as ledger:
         done = sorted(e.at for e in ledger.events("done"))
     sampler.join()

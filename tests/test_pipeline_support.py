@@ -30,7 +30,7 @@ from rich.console import Console
 from comfyline import pipeline
 from comfyline.errors import LedgerError
 from comfyline.ledger import OrderStatus, ledger_path, read_status
-from comfyline.orders import Plan, load_order, plan
+from comfyline.orders import Plan, load, plan
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
 from comfyline.settings import Settings
 from comfyline.sim import SimConfig, ThermalConfig
@@ -88,15 +88,15 @@ def single_order(folder: Path, order_id: str, count: int, **fields: Any) -> Path
 def the_plan(order_file: Path, output_root: Path | None = None) -> Plan:
     """The order's plan (its slots, seeds and file stems), as the runner makes it; with
     ``output_root``, under the seed base its ledger recorded (``seed: {mode: random}``)."""
-    order = load_order(order_file)
+    loaded = load(order_file)
     status = status_of(order_file, output_root) if output_root is not None else None
     base = status.order.seed_base if status is not None else None
-    return plan(order, order_file.parent, random_base=base)
+    return plan(loaded, random_base=base)
 
 
 def output_folder(order_file: Path, output_root: Path) -> Path:
     """Where the order's images go."""
-    return pipeline.output_dir(load_order(order_file), Settings(output_root=output_root))
+    return pipeline.output_dir(load(order_file).order, Settings(output_root=output_root))
 
 
 def run_in_process(

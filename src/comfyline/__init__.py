@@ -45,7 +45,35 @@ _EXPORTS = {
     "OutputError": "comfyline.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "generate",
+    "ComfyUIAdapter",
+    "Endpoint",
+    "GenerationRequest",
+    "GenerationResult",
+    "GeneratedImage",
+    "Settings",
+    "GenerationReport",
+    "ReportImage",
+    "ReportTotals",
+    "ComfylineError",
+    "ConfigError",
+    "OrderError",
+    "WorkflowError",
+    "ComfyError",
+    "ComfyUnavailable",
+    "ComfyTimeout",
+    "ModelNotFound",
+    "PromptRejected",
+    "ExecutionFailed",
+    "OutOfMemory",
+    "ImageInvalid",
+    "GuardTripped",
+    "LedgerError",
+    "OrderLocked",
+    "OutputError",
+]
 
 if TYPE_CHECKING:
     from comfyline.comfy import ComfyUIAdapter, Endpoint

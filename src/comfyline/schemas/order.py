@@ -8,7 +8,8 @@ types, told apart by ``type``: :class:`SingleOrder`, :class:`VariationsOrder` an
 model validators and reported with the path of the field to fix (a ``comfyline_rules`` error
 whose ``ctx["problems"]`` holds ``(path, message)`` pairs).
 Checks that need the file system (the CSV beside the order, profile files, the workflow file)
-live in :mod:`comfyline.orders`. The user-facing description is ``docs/ORDER_CONTRACT.md``;
+live in :mod:`comfyline.orders`; the rules for portable file and folder names in
+:mod:`comfyline.names`. The user-facing description is ``docs/ORDER_CONTRACT.md``;
 a test keeps the two in step.
 """
 
@@ -34,6 +35,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from comfyline.errors import ConfigError
+from comfyline.names import TEMP_NAME_EXTRA_BYTES, name_problem
 from comfyline.presets import LEVEL_ORDER, GenerationParams, LevelName, Size, params_for
 
 MAX_IMAGES = 100_000
@@ -105,6 +107,11 @@ def _check_id(value: str) -> str:
             f"{value!r} is not a valid order id: use 1 to 64 lower-case letters, digits, '.', '_' "
             "or '-', starting with a letter or digit (it is also the order's folder name)"
         )
+    # The id names the order's folder (and its output folder by default): it must be a name
+    # every system accepts.
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(f"{problem} (the id is also the order's folder name)")
     return value
 
 
@@ -346,7 +353,8 @@ class OrderBase(_Model):
         """The output folder below the output root: ``output.folder``, or the order id."""
         return self.output.folder or self.id
 
-    def _common_rules(self, rules: _Violations) -> None:
+    def _common_rules(self, rules: _Violations, variables: Sequence[str] = ()) -> None:
+        self._sale_rules(rules, variables)
         try:
             batch = self.params.batch_size
         except ConfigError as exc:
@@ -370,6 +378,28 @@ class OrderBase(_Model):
                     ("inputs", key),
                     f"{key!r} must be '<node title or id>.<input name>', "
                     "e.g. 'KSampler.denoise' or '3.steps'",
+                )
+
+    def _sale_rules(self, rules: _Violations, variables: Sequence[str]) -> None:
+        # sale.title is a template over the variation values: `{fruit} on a {surface}`.
+        if self.sale is None or self.sale.title is None:
+            return
+        names, problem = template_fields(self.sale.title)
+        if problem:
+            rules.add(("sale", "title"), problem)
+            return
+        for name in names:
+            if not variables:
+                rules.add(
+                    ("sale", "title"),
+                    f"placeholder {{{name}}}: only a variations order fills a title from its "
+                    "variables; write {{ and }} for literal braces",
+                )
+            elif name not in variables:
+                rules.add(
+                    ("sale", "title"),
+                    f"placeholder {{{name}}} is not a variable of this order"
+                    f"{suggest(name, variables)} (variables: {', '.join(variables)})",
                 )
 
     def _total_rule(self, rules: _Violations, prompts: int, what: str) -> None:
@@ -426,7 +456,7 @@ class VariationsOrder(OrderBase):
     @model_validator(mode="after")
     def _rules(self) -> VariationsOrder:
         rules = _Violations()
-        self._common_rules(rules)
+        self._common_rules(rules, list(self.variables))
         self._variable_rules(rules)
         self._template_rules(rules)
         if not rules.found:  # the counts below mean little while the variables are wrong
@@ -612,7 +642,7 @@ def naming_problem(template: str) -> str | None:
         )
     if sample.lower().endswith(".png"):
         return "leave out the extension: comfyline adds .png"
-    return None
+    return name_problem(f"{sample}.png", reserve=TEMP_NAME_EXTRA_BYTES)
 
 
 def folder_problem(folder: str) -> str | None:
@@ -625,6 +655,10 @@ def folder_problem(folder: str) -> str | None:
     if any(part in {"..", "."} for part in parts):
         return f"{folder!r} leaves the output root ('..' or '.'): give a folder below it"
     for part in parts:
+        # The portable-name rules first: their reason is more precise than "not allowed".
+        problem = name_problem(part) if part else None
+        if problem:
+            return f"{folder!r}: {problem}"
         if not _NAME_PART_RE.fullmatch(part):
             return (
                 f"{folder!r}: folder name {part!r} is not allowed; use letters, digits, "

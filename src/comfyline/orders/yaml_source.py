@@ -1,23 +1,27 @@
 """A YAML file read safely, with the line and column of every key and value kept.
 
 ``yaml.safe_load`` forgets where values came from, so an error found later (by pydantic) could
-not say where to look. :func:`read_yaml` composes the node tree instead, builds plain Python data
+not say where to look. :func:`parse_yaml` composes the node tree instead, builds plain Python data
 from it and keeps a map from each value's path (``("output", "folder")``, ``("prompts", 2)``) to
 its position. On the way it refuses what ``safe_load`` lets through silently or dangerously:
 
-- files over :data:`MAX_YAML_BYTES` and bytes that are not UTF-8;
+- bytes that are not UTF-8 (the file's size, at most :data:`MAX_YAML_BYTES`, is checked by
+  its reader);
+- whole numbers of absurd length (more than 100 characters);
 - aliases (``*name``): a "billion laughs" file expands a few lines into gigabytes, and an order
   has no need for them;
 - duplicate keys (YAML keeps the last one without a word, which hides typos and merge mistakes);
 - keys that are not plain scalars.
 
-Every problem is returned at once, as :class:`comfyline.errors.Problem`.
+Syntax errors carry a hint where the usual cause is known (:mod:`.yaml_hints`): a value
+starting with ``{`` or ``[``, a ``: `` or `` #`` inside a value, a tab. Every problem is returned
+at once, as :class:`comfyline.errors.Problem`. Reading the file is
+:func:`comfyline.orders.sources.read_bounded`'s job; this module parses bytes and text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -27,6 +31,7 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from comfyline.errors import Problem
+from comfyline.orders.yaml_hints import comment_hint, syntax_hint
 
 MAX_YAML_BYTES = 1024 * 1024
 """Largest YAML file read (1 MiB). An order is a few hundred bytes: more is a mistake or an
@@ -49,12 +54,14 @@ class YamlDocument:
 
     ``values[path]`` is the position of the value at ``path``; ``keys[path]`` the position of the
     key that introduces it (for a mapping entry). The empty path is the document itself.
+    ``hints[path]`` is said with any problem of an empty value that a `` #`` comment emptied.
     """
 
     file: str
     data: Any
     values: dict[PathKey, Position] = field(default_factory=dict)
     keys: dict[PathKey, Position] = field(default_factory=dict)
+    hints: dict[PathKey, str] = field(default_factory=dict)
 
     def position(self, path: PathKey, *, key: bool = False) -> Position | None:
         """Where ``path`` is: its key (``key=True``) or its value; the nearest enclosing value
@@ -75,7 +82,7 @@ class YamlDocument:
             line=where.line if where else None,
             column=where.column if where else None,
             field=dotted(path),
-            message=message,
+            message=message + (f" ({self.hints[path]})" if path in self.hints else ""),
         )
 
 
@@ -103,18 +110,8 @@ class _NoAliasLoader(yaml.SafeLoader):
         return Composer.compose_node(self, parent, index)  # type: ignore[arg-type]
 
 
-def read_yaml(
-    path: Path, *, display: str | None = None
-) -> tuple[YamlDocument | None, list[Problem]]:
-    """Read ``path`` as YAML with positions.
-
-    Returns the document (None when it could not be read at all) and every problem found.
-    ``display`` is the file name used in problems (default: ``str(path)``).
-    """
-    name = display or str(path)
-    raw, problem = _read_bytes(path, name)
-    if problem:
-        return None, [problem]
+def parse_yaml_bytes(raw: bytes, name: str) -> tuple[YamlDocument | None, list[Problem]]:
+    """Decode ``raw`` (UTF-8, a BOM allowed) and parse it; see :func:`parse_yaml`."""
     text, problem = _decode(raw, name)
     if problem:
         return None, [problem]
@@ -122,7 +119,10 @@ def read_yaml(
 
 
 def parse_yaml(text: str, name: str) -> tuple[YamlDocument | None, list[Problem]]:
-    """Parse YAML ``text`` (from the file called ``name``) with positions; see :func:`read_yaml`."""
+    """Parse YAML ``text`` (from the file called ``name``) with positions.
+
+    Returns the document (None when it could not be parsed at all) and every problem found.
+    """
     try:
         loader = _NoAliasLoader(text)
     except yaml.reader.ReaderError as exc:
@@ -130,7 +130,7 @@ def parse_yaml(text: str, name: str) -> tuple[YamlDocument | None, list[Problem]
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        return None, [_yaml_problem(exc, name)]
+        return None, [_yaml_problem(exc, name, text)]
     except yaml.reader.ReaderError as exc:
         return None, [_reader_problem(exc, text, name)]
     except RecursionError:
@@ -142,7 +142,8 @@ def parse_yaml(text: str, name: str) -> tuple[YamlDocument | None, list[Problem]
         return document, []
     problems: list[Problem] = []
     try:
-        document.data = _build(root, (), document, problems, loader)
+        builder = _Builder(loader, text.splitlines(), document, problems)
+        document.data = builder.build(root, ())
     except RecursionError:
         return None, [Problem(name, None, None, "", _TOO_DEEP)]
     return document, problems
@@ -150,28 +151,6 @@ def parse_yaml(text: str, name: str) -> tuple[YamlDocument | None, list[Problem]
 
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _TOO_DEEP = "the YAML is nested too deeply to be an order: check the indentation and brackets"
-
-
-def _read_bytes(path: Path, name: str) -> tuple[bytes, Problem | None]:
-    try:
-        with path.open("rb") as stream:
-            raw = stream.read(MAX_YAML_BYTES + 1)
-    except FileNotFoundError:
-        return b"", Problem(name, None, None, "", "no such file")
-    except IsADirectoryError:
-        return b"", Problem(name, None, None, "", "is a folder, not a file")
-    except OSError as exc:
-        return b"", Problem(name, None, None, "", f"cannot read the file: {exc.strerror}")
-    if len(raw) > MAX_YAML_BYTES:
-        return b"", Problem(
-            name,
-            None,
-            None,
-            "",
-            f"the file is larger than {MAX_YAML_BYTES // 1024} KiB; "
-            "an order is a short file: move long prompt lists to a CSV file (prompts_file)",
-        )
-    return raw, None
 
 
 def _decode(raw: bytes, name: str) -> tuple[str, Problem | None]:
@@ -191,11 +170,14 @@ def _decode(raw: bytes, name: str) -> tuple[str, Problem | None]:
         )
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:
+def _yaml_problem(exc: yaml.MarkedYAMLError, name: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     message = exc.problem or "not valid YAML"
     if exc.context:
         message = f"{exc.context}, {message}"
+    hint = syntax_hint(exc, text.splitlines())
+    if hint:
+        message = f"{message}: {hint}"
     return Problem(
         name,
         mark.line + 1 if mark else None,
@@ -219,83 +201,75 @@ def _reader_problem(exc: yaml.reader.ReaderError, text: str, name: str) -> Probl
     )
 
 
-def _build(
-    node: Node, path: PathKey, doc: YamlDocument, problems: list[Problem], loader: yaml.SafeLoader
-) -> Any:
-    at = Position(node.start_mark.line + 1, node.start_mark.column + 1)
-    doc.values[path] = at
-    if isinstance(node, MappingNode | SequenceNode) and node.tag not in _PLAIN_TAGS:
-        # safe_load would refuse python/* tags; !!set or !!omap would change the data's shape.
-        problems.append(
-            Problem(
-                doc.file,
-                at.line,
-                at.column,
-                dotted(path),
-                f"the tag {node.tag!r} is not allowed: remove it",
-            )
-        )
-        return None
-    if isinstance(node, MappingNode):
-        return _build_mapping(node, path, doc, problems, loader)
-    if isinstance(node, SequenceNode):
-        return [
-            _build(item, (*path, i), doc, problems, loader) for i, item in enumerate(node.value)
-        ]
-    try:
-        return loader.construct_object(node, deep=True)
-    except ConstructorError as exc:
-        problems.append(_yaml_problem(exc, doc.file))
-        return None
+_INT_TAG = "tag:yaml.org,2002:int"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_MAX_NUMBER_CHARS = 100
+"""A whole number written with more characters is refused before Python converts it: every
+number an order holds has at most 20 digits, and a 5,000-digit one would hit Python's
+conversion limit (``Exceeds the limit (4300 digits)``)."""
 
 
-def _build_mapping(
-    node: MappingNode,
-    path: PathKey,
-    doc: YamlDocument,
-    problems: list[Problem],
-    loader: yaml.SafeLoader,
-) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key_node, value_node in node.value:
-        key_at = Position(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-        if not isinstance(key_node, ScalarNode):
-            problems.append(
-                Problem(
-                    doc.file,
-                    key_at.line,
-                    key_at.column,
-                    dotted(path),
-                    "a key must be plain text, not a list or a mapping",
+@dataclass
+class _Builder:
+    """Plain data from a composed node tree, filling ``doc``'s positions and ``problems``."""
+
+    loader: yaml.SafeLoader
+    lines: list[str]
+    doc: YamlDocument
+    problems: list[Problem]
+
+    def build(self, node: Node, path: PathKey) -> Any:
+        at = Position(node.start_mark.line + 1, node.start_mark.column + 1)
+        self.doc.values[path] = at
+        if isinstance(node, MappingNode | SequenceNode) and node.tag not in _PLAIN_TAGS:
+            # safe_load would refuse python/* tags; !!set or !!omap would change the data's shape.
+            self._problem(at, path, f"the tag {node.tag!r} is not allowed: remove it")
+            return None
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path, at)
+
+    def _scalar(self, node: Node, path: PathKey, at: Position) -> Any:
+        if node.tag == _INT_TAG and len(node.value) > _MAX_NUMBER_CHARS:
+            digits = sum(c.isdigit() for c in node.value)
+            self._problem(at, path, f"a number with {digits:,} digits is far too large")
+            return None
+        if node.tag == _NULL_TAG and node.value == "":
+            hint = comment_hint(self.lines, node.start_mark.line, node.start_mark.column)
+            if hint:
+                self.doc.hints[path] = hint
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            self.problems.append(_yaml_problem(exc, self.doc.file, ""))
+            return None
+
+    def _mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_at = Position(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if not isinstance(key_node, ScalarNode):
+                self._problem(key_at, path, "a key must be plain text, not a list or a mapping")
+                continue
+            # The key's text as written: `1:` and `yes:` stay "1" and "yes", as the user sees them.
+            key = str(key_node.value)
+            if key == "<<":
+                self._problem(key_at, path, "merge keys (<<) are not allowed: write the keys out")
+                continue
+            if key in result:
+                first = self.doc.keys[(*path, key)]
+                self._problem(
+                    key_at,
+                    (*path, key),
+                    f"duplicate key {key!r} (first at line {first.line}); YAML would silently "
+                    "keep only the last one: remove one of them",
                 )
-            )
-            continue
-        # The key's text as written: `1:` and `yes:` stay "1" and "yes", as the user sees them.
-        key = str(key_node.value)
-        if key == "<<":
-            problems.append(
-                Problem(
-                    doc.file,
-                    key_at.line,
-                    key_at.column,
-                    dotted(path),
-                    "merge keys (<<) are not allowed: write the keys out",
-                )
-            )
-            continue
-        if key in result:
-            first = doc.keys[(*path, key)]
-            problems.append(
-                Problem(
-                    doc.file,
-                    key_at.line,
-                    key_at.column,
-                    dotted((*path, key)),
-                    f"duplicate key {key!r} (first at line {first.line}); YAML would silently keep "
-                    "only the last one: remove one of them",
-                )
-            )
-            continue
-        doc.keys[(*path, key)] = key_at
-        result[key] = _build(value_node, (*path, key), doc, problems, loader)
-    return result
+                continue
+            self.doc.keys[(*path, key)] = key_at
+            result[key] = self.build(value_node, (*path, key))
+        return result
+
+    def _problem(self, at: Position, path: PathKey, message: str) -> None:
+        self.problems.append(Problem(self.doc.file, at.line, at.column, dotted(path), message))
