@@ -32,6 +32,7 @@ import httpx
 
 from comfyline.comfy import ComfyUIAdapter
 from comfyline.generation import GenerationRequest
+from comfyline.preflight import preflight
 from comfyline.presets import params_for
 from comfyline.settings import Settings
 from comfyline.sim import SimConfig, running_simulator
@@ -75,7 +76,7 @@ def _requests(out: Path, count: int) -> list[GenerationRequest]:
     # 64x64: the smallest image keeps the simulator's own PNG work (not ours) small.
     params = params_for("preview", width=64, height=64)
     return [
-        GenerationRequest(f"bench {i}", 10_000 + i, params, out, f"img_{i:04d}")
+        GenerationRequest(f"bench {i}", 10_000 + i, params, checkpoint="sim-sd15.safetensors")
         for i in range(count)
     ]
 
@@ -98,8 +99,7 @@ def _server(stats: dict[str, Any]) -> tuple[float | None, float | None]:
 async def _engine(sim: Any, out: Path, count: int) -> Row:
     async with ComfyUIAdapter(Settings(comfyui_url=sim.url)) as comfy:
         requests = _requests(out, count)
-        await comfy.resolve_checkpoint(None)  # object_info fetched before the clock starts
-        await comfy.check_request(requests[0])
+        await preflight(comfy, requests[0], None)  # object_info fetched before the clock starts
         started = time.monotonic()
         results = [r async for r in comfy.generate_batch(requests)]
         total = time.monotonic() - started

@@ -99,8 +99,7 @@ def requests(n: int, out: Path) -> list[GenerationRequest]:
             prompt="a lighthouse at dusk",
             seed=1000 + i,
             params=params,
-            output_dir=out,
-            output_stem=f"img_{i:04d}",
+            checkpoint="sim-sd15.safetensors",
         )
         for i in range(n)
     ]

@@ -36,7 +36,10 @@ def sim_options(tmp_path: Path) -> dict[str, Any]:
 
 def requests(n: int, out: Path) -> list[GenerationRequest]:
     params = params_for("standard")
-    return [GenerationRequest("a lighthouse", 7 + i, params, out, f"img_{i}") for i in range(n)]
+    return [
+        GenerationRequest("a lighthouse", 7 + i, params, checkpoint="sim-sd15.safetensors")
+        for i in range(n)
+    ]
 
 
 async def run(url: str, n: int, out: Path, *, guarded: bool) -> Guard | None:

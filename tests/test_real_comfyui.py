@@ -8,6 +8,7 @@ They make a handful of small images (a CPU server with a tiny checkpoint is enou
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from comfyline import pipeline
 from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import ModelNotFound, WorkflowCheckFailed
 from comfyline.generation import GenerationRequest
+from comfyline.preflight import resolve_checkpoint
 from comfyline.presets import params_for
 from comfyline.settings import Settings
 from comfyline.workflows import Workflow, ensure_graph_fits
@@ -37,27 +39,24 @@ pytestmark = [
 async def test_adapter_generates_a_checked_image(tmp_path: Path) -> None:
     async with ComfyUIAdapter(Settings(comfyui_url=URL)) as comfy:
         stats = await comfy.check_ready()
-        checkpoint = await comfy.resolve_checkpoint(None)
+        checkpoint = resolve_checkpoint(await comfy.object_info(), None, comfy.url)
         request = GenerationRequest(
             prompt="a red apple",
             seed=11,
             params=params_for("preview", steps=2),
-            output_dir=tmp_path,
-            output_stem="apple",
             checkpoint=checkpoint,
         )
         result = await comfy.generate(request)
     assert "comfyui_version" in stats["system"]
     assert result.ok and len(result.images) == 1
-    with Image.open(result.images[0].path) as image:
+    with Image.open(io.BytesIO(result.images[0].data)) as image:
         assert image.size == (256, 256)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["apple.png"]
 
 
 async def test_missing_checkpoint_lists_the_real_ones() -> None:
     async with ComfyUIAdapter(Settings(comfyui_url=URL)) as comfy:
         with pytest.raises(ModelNotFound, match="available: "):
-            await comfy.resolve_checkpoint("no-such-model.safetensors")
+            resolve_checkpoint(await comfy.object_info(), "no-such-model.safetensors", comfy.url)
 
 
 async def test_a_missing_custom_node_is_found_before_any_image() -> None:

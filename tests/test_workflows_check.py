@@ -36,8 +36,6 @@ def filled(workflow: Workflow, **changes: Any) -> Graph:
         prompt="a fox",
         seed=1,
         params=params,
-        output_dir=Path("o"),
-        output_stem="i",
         workflow=workflow,
         **changes,
     )

@@ -31,8 +31,6 @@ def request(workflow: Workflow | None = None, **changes: Any) -> GenerationReque
         "prompt": "a red fox",
         "seed": 77,
         "params": params,
-        "output_dir": Path("out"),
-        "output_stem": "img",
         "negative": "blurry",
         "filename_prefix": "order-1/img",
         "workflow": workflow,

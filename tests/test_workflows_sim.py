@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import pytest
 from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import WorkflowCheckFailed
 from comfyline.generation import GenerationRequest, GenerationResult
+from comfyline.preflight import preflight
 from comfyline.presets import params_for
 from comfyline.settings import Settings
 from comfyline.sim import SimulatorHandle
-from comfyline.workflows import Workflow, build_graph, ensure_graph_fits
+from comfyline.workflows import Workflow
 
 MakeSim = Callable[..., AbstractContextManager[SimulatorHandle]]
 DATA = Path(__file__).parent / "data" / "workflows"
@@ -26,20 +28,19 @@ DATA = Path(__file__).parent / "data" / "workflows"
 
 def _request(out: Path, workflow: Workflow | None, **changes: Any) -> GenerationRequest:
     params = params_for("preview", width=320, height=384)
-    return GenerationRequest("a fox", 11, params, out, "img", workflow=workflow, **changes)
+    return GenerationRequest("a fox", 11, params, workflow=workflow, **changes)
 
 
 async def _generate(sim: SimulatorHandle, request: GenerationRequest) -> GenerationResult:
     """Check the filled graph against the server, then generate (the order of a real run)."""
     async with asyncio.timeout(60), ComfyUIAdapter(Settings(comfyui_url=sim.url)) as comfy:
-        graph = build_graph(request, await comfy.resolve_checkpoint(None))
-        ensure_graph_fits(graph, await comfy.object_info(), server=comfy.url)
-        return await comfy.generate(request)
+        checked = await preflight(comfy, request, None)
+        return await comfy.generate(replace(request, checkpoint=checked.checkpoint))
 
 
 def _size(result: GenerationResult) -> tuple[int, int]:
     (image,) = result.images
-    assert image.path.is_file()
+    assert image.data.startswith(b"\x89PNG")
     return image.width, image.height
 
 
