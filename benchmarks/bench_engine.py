@@ -115,7 +115,7 @@ async def _seed_loop(sim: Any, out: Path, count: int, *, sleep_s: float) -> Row:
     checkpoint = "sim-sd15.safetensors"
     async with httpx.AsyncClient(base_url=sim.url, timeout=30) as http:
         started = time.monotonic()
-        for request in _requests(out, count):
+        for i, request in enumerate(_requests(out, count)):
             prompt_id = str(uuid.uuid4())
             graph = build_graph(request, checkpoint)
             await http.post("/prompt", json={"prompt": graph, "prompt_id": prompt_id})
@@ -127,7 +127,7 @@ async def _seed_loop(sim: Any, out: Path, count: int, *, sleep_s: float) -> Row:
             for output in entry["outputs"].values():
                 for image in output.get("images", []):
                     data = (await http.get("/view", params=image)).content
-                    (out / f"{request.output_stem}.png").write_bytes(data)
+                    (out / f"img_{i:04d}.png").write_bytes(data)
             await asyncio.sleep(sleep_s)
         total = time.monotonic() - started
     note = f"measured on {count}, extrapolated per image"
