@@ -104,6 +104,4 @@ def test_entries_from_the_ledger(tmp_path: Path, images: list[Path]) -> None:
     assert entries == [
         SheetEntry(0, 50, tmp_path / "img_0.png"),
         SheetEntry(0, 50, tmp_path / "img_1.png"),
-        SheetEntry(1, 51, None),
-        SheetEntry(2, 52, None),
-    ]
+    ]  # slots not made yet get no cell: a stopped 100,000-slot order draws what it made
