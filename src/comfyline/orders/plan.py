@@ -336,7 +336,8 @@ def _clash(found: list[tuple[int, str]]) -> str:
         slots = f"{', '.join(indexes[:-1])} and {indexes[-1]}"
     names = list(dict.fromkeys(name for _, name in found))
     if len(names) == 1:
-        return f"slots {slots} would all be written to {names[0]!r}"
+        every = "both" if len(indexes) == 2 else "all"
+        return f"slots {slots} would {every} be written to {names[0]!r}"
     shown = " and ".join(map(repr, names[:2]))
     return (
         f"slots {slots} would be written to {shown}, which differ only in letter case "
