@@ -272,7 +272,7 @@ def test_load_reads_the_order_and_what_it_names_once(tmp_path: Path) -> None:
     assert [(e.prompt, e.title) for e in loaded.entries] == [("a cat", "Cat")]
     assert [p.negative for p in loaded.profiles][0] == "harsh light"
     assert loaded.workflow is not None and loaded.workflow.graph == json.loads(GRAPH)
-    assert loaded.workflow.source == str(path.parent / "graph.json")
+    assert loaded.workflow == Workflow.load(path.parent / "graph.json")
     assert [s.path.name for s in loaded.sources] == ["p.csv", "profiles.yaml", "graph.json"]
     assert all(s.sha256 == hashlib.sha256(s.path.read_bytes()).hexdigest() for s in loaded.sources)
     assert load(path) == loaded
@@ -402,6 +402,17 @@ def test_a_deeply_nested_workflow_is_refused_without_a_traceback(tmp_path: Path)
     ]
 
 
+def test_a_workflow_with_a_5000_digit_number_is_refused_cleanly(tmp_path: Path) -> None:
+    path = write_order(tmp_path, "id: demo\ntype: single\nprompt: a\nworkflow: w.json\n")
+    (path.parent / "w.json").write_text(
+        '{"1": {"class_type": "K", "inputs": {"seed": ' + "9" * 5000 + "}}}"
+    )
+
+    assert problems_of(path) == [
+        "project.yaml:4:11: workflow: cannot read 'w.json': it holds a number of absurd length"
+    ]
+
+
 def test_an_order_id_some_system_refuses_is_refused() -> None:
     for order_id, reason in [
         ("con", "'con' is a reserved device name on Windows"),
@@ -412,3 +423,47 @@ def test_an_order_id_some_system_refuses_is_refused() -> None:
             order_adapter.validate_python({"id": order_id, "type": "single", "prompt": "a"})
         assert reason in str(caught.value)
         assert "(the id is also the order's folder name)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "prompt: 'it's a cat'",
+            "4:13: YAML syntax error: while parsing a block mapping, expected <block end>, but "
+            "found '<scalar>': a value that starts with ' ends at the next ': put all of it in "
+            """quotes, e.g. prompt: "it's a cat\"""",
+        ),
+        (
+            "prompt: @cat #1",
+            "4:9: YAML syntax error: while scanning for the next token, found character '@' that "
+            "cannot start any token: a plain value cannot start with '@': put it in quotes, e.g. "
+            "prompt: \"@cat #1\" (a ' #' outside quotes starts a comment)",
+        ),
+        (
+            "seed: {mode: fixed",
+            "5:1: YAML syntax error: while parsing a flow mapping, expected ',' or '}', but got "
+            "'<stream end>': the value on line 4 starts with '{', so YAML reads a mapping up to a "
+            "closing '}': if it is text, put it in quotes, e.g. seed: \"{mode: fixed\"; if it is a "
+            "mapping, close it with '}'",
+        ),
+    ],
+)
+def test_yaml_syntax_errors_say_how_to_quote_the_value(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    path = write_order(tmp_path, f"id: demo\ntype: single\ncount: 1\n{line}\n")
+
+    assert problems_of(path) == [f"project.yaml:{expected}"]
+
+
+def test_a_colon_in_a_list_item_says_to_quote_it(tmp_path: Path) -> None:
+    # Valid YAML: the item is the mapping {"a mug": "on a table"}.
+    path = write_order(tmp_path, "id: demo\ntype: list\nprompts:\n  - a mug: on a table\n")
+
+    assert problems_of(path) == [
+        "project.yaml:4:5: prompts[0].prompt: required, but missing",
+        "project.yaml:4:5: prompts[0].a mug: unknown key 'a mug' (allowed: prompt, negative, "
+        "seed, title, keywords); a ': ' inside a value starts a key in YAML: if this is text, "
+        "quote all of it",
+    ]

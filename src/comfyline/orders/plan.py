@@ -140,13 +140,37 @@ def plan(loaded: LoadedOrder, *, random_base: int | None = None) -> Plan:
     params = order.params
     prompts = list(_base_prompts(order, loaded.entries, base))
     per_prompt = order.count // params.batch_size
+    # What every slot's key holds besides its own prompt, seed and name: computed once.
+    shared = _shared_identity(order, params)
     slots: list[Slot] = []
     used: set[int] = {entry.seed for _, entry in prompts if entry.seed is not None}
     for prompt_index, (values, entry) in enumerate(prompts):
+        prompt = _join([entry.prompt, *(p.prompt for p in loaded.profiles)])
+        negative = _join([order.negative, entry.negative, *(p.negative for p in loaded.profiles)])
+        title, keywords = _title(order, entry, values), _keywords(order, entry, values)
         for repeat in range(per_prompt):
             index = len(slots)
             seed = _slot_seed(base, index, repeat, entry, used)
-            slots.append(_slot(loaded, params, index, prompt_index, repeat, seed, entry, values))
+            stem = order.output.naming.format(
+                index=index, number=index + 1, seed=seed, id=order.id, level=order.quality
+            )
+            slots.append(
+                Slot(
+                    index=index,
+                    prompt_index=prompt_index,
+                    repeat=repeat,
+                    prompt=prompt,
+                    negative=negative,
+                    seed=seed,
+                    params=params,
+                    stem=stem,
+                    key=_key(shared, prompt, negative, seed, stem),
+                    images=params.batch_size,
+                    title=title,
+                    keywords=keywords,
+                    variables=values,
+                )
+            )
     problems = _name_problems(loaded, slots)
     if problems:
         raise OrderError(problems)
@@ -209,50 +233,21 @@ def _combinations(order: VariationsOrder, base: int) -> Iterator[dict[str, str]]
         yield {name: values[name] for name in names}
 
 
-def _slot(
-    loaded: LoadedOrder,
-    params: GenerationParams,
-    index: int,
-    prompt_index: int,
-    repeat: int,
-    seed: int,
-    entry: PromptEntry,
-    variables: dict[str, str],
-) -> Slot:
-    order, profiles = loaded.order, loaded.profiles
-    prompt = _join([entry.prompt, *(p.prompt for p in profiles)])
-    negative = _join([order.negative, entry.negative, *(p.negative for p in profiles)])
-    stem = order.output.naming.format(
-        index=index, number=index + 1, seed=seed, id=order.id, level=order.quality
-    )
-    # The key's fields are pinned: changing them changes every recorded order's keys.
-    identity = {
-        "prompt": prompt,
-        "negative": negative,
-        "seed": seed,
-        "stem": stem,
+def _shared_identity(order: Order, params: GenerationParams) -> dict[str, Any]:
+    return {
         "params": params.model_dump(mode="json"),
         "checkpoint": order.checkpoint,
         "workflow": order.workflow,
         "inputs": order.inputs,
         "nodes": order.nodes.model_dump(exclude_none=True),
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
-    return Slot(
-        index=index,
-        prompt_index=prompt_index,
-        repeat=repeat,
-        prompt=prompt,
-        negative=negative,
-        seed=seed,
-        params=params,
-        stem=stem,
-        key=key,
-        images=params.batch_size,
-        title=_title(order, entry, variables),
-        keywords=_keywords(order, entry, variables),
-        variables=variables,
-    )
+
+
+def _key(shared: dict[str, Any], prompt: str, negative: str, seed: int, stem: str) -> str:
+    # The key's fields and their JSON are pinned: changing them changes every recorded
+    # order's keys (and a resume would see every slot as changed).
+    identity = {**shared, "prompt": prompt, "negative": negative, "seed": seed, "stem": stem}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _join(parts: Iterable[str]) -> str:
@@ -341,7 +336,8 @@ def _clash(found: list[tuple[int, str]]) -> str:
         slots = f"{', '.join(indexes[:-1])} and {indexes[-1]}"
     names = list(dict.fromkeys(name for _, name in found))
     if len(names) == 1:
-        return f"slots {slots} would all be written to {names[0]!r}"
+        every = "both" if len(indexes) == 2 else "all"
+        return f"slots {slots} would {every} be written to {names[0]!r}"
     shown = " and ".join(map(repr, names[:2]))
     return (
         f"slots {slots} would be written to {shown}, which differ only in letter case "

@@ -55,7 +55,11 @@ def _unknown_key(loc: PathKey, model: type[BaseModel]) -> str:
                 f"key {key!r} belongs to orders of type {' or '.join(others)}, not "
                 f"{this!r}{suggest(key, allowed)}"
             )
-    return f"{message} (allowed: {', '.join(allowed)})" if allowed else message
+    if allowed:
+        message += f" (allowed: {', '.join(allowed)})"
+    if " " in key:  # `- a mug: on a table` is a mapping to YAML, not text with a colon
+        message += "; a ': ' inside a value starts a key in YAML: if this is text, quote all of it"
+    return message
 
 
 def _missing(loc: PathKey, model: type[BaseModel]) -> str:

@@ -508,7 +508,10 @@ def _graph(reader: _Reader, target: Path, raw: bytes) -> Workflow | None:
     except WorkflowError as exc:
         reader.refuse("workflow", str(exc))
         return None
-    except ValueError as exc:  # UnicodeDecodeError, or a number too long to convert
-        reader.refuse("workflow", f"cannot read {named!r}: {exc}")
+    except UnicodeDecodeError as exc:
+        reader.refuse("workflow", f"cannot read {named!r}: {exc}: save it as UTF-8")
+        return None
+    except ValueError:  # Python's limit on converting a number of over 4,300 digits
+        reader.refuse("workflow", f"cannot read {named!r}: it holds a number of absurd length")
         return None
     return Workflow(name=target.stem, graph=graph, source=str(target))
