@@ -287,3 +287,39 @@ def test_zip_of_a_market_folder_is_deterministic(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "again.zip") as archive:
         assert archive.namelist() == ["dreamstime/dreamstime.csv", "dreamstime/img_0000.jpg"]
         assert archive.testzip() is None
+
+
+def test_unsafe_and_shared_stems_are_problems(tmp_path: Path) -> None:
+    items = [
+        _item(tmp_path, 0, stem="fox 1"),
+        _item(tmp_path, 1),
+        _item(tmp_path, 2, stem="img_0001"),
+    ]
+    problems = [str(p) for p in check_package(items, "dreamstime")]
+    assert problems == [
+        "fox 1 [dreamstime] file name: 'fox 1' is not a safe file name; use letters, digits, "
+        "'.', '_', '-'",
+        "img_0001 [dreamstime] file name: 2 images share the stem 'img_0001'",
+        "img_0001 [dreamstime] file name: 2 images share the stem 'img_0001'",
+    ]
+
+
+def test_public_surface_is_pinned() -> None:
+    import comfyline.exports as exports
+    import comfyline.quality as quality
+
+    assert sorted(exports.__all__) == sorted(
+        [
+            "MARKETS", "RULES_CHECKED", "TRAINED_ALGORITHMIC_MEDIA", "AiLabel", "ExportItem",
+            "ExportOptions", "ForbiddenWords", "ImageMetadata", "JpegFile", "Market",
+            "MarketPackage", "PackageResult", "apply_motif_cap", "build_package",
+            "check_package", "clean_keywords", "embed_metadata", "encode_jpeg", "export_jpeg",
+            "fit_title", "get_market", "market_keywords", "market_minimum", "resolve_markets",
+            "target_for_markets", "target_size", "to_srgb", "upscale_lanczos", "zip_package",
+        ]
+    )  # fmt: skip
+    assert all(hasattr(exports, name) for name in exports.__all__)
+    assert sorted(quality.__all__) == [
+        "QcFlag", "QcResult", "QcSettings", "check_image_bytes", "check_image_file",
+        "check_series", "first_near_duplicate", "group_near_duplicates", "hash_distance",
+    ]  # fmt: skip

@@ -128,6 +128,8 @@ def test_dreamstime_description_gets_its_ai_statement_once() -> None:
     kept = market_description(dreamstime, "A fox, generated with AI, in snow", "Fox")
     assert kept.value == "A fox, generated with AI, in snow" and not kept.notes
     assert market_description(get_market("123rf"), "", "Fox title").value == "Fox title"
+    long = market_description(dreamstime, "A fox. " + "word " * 300, "Fox")
+    assert len(long.value) <= 1000 and long.value.endswith("word. AI-generated image.")
 
 
 def test_123rf_description_trimmed_to_its_limit() -> None:

@@ -1,11 +1,18 @@
 """Sale-ready exports: marketplace rules as data, JPEGs with IPTC/XMP, titles and keywords per
 market, the upscale target, and upload packages (a folder and a CSV per marketplace).
 
+Modules: ``markets`` (the rules), ``texts`` (titles, keywords, forbidden words), ``upscale``
+(the target size, Lanczos), ``jpeg`` (sRGB JPEG with IPTC/XMP), ``items`` (what goes in),
+``checks`` (step 1: every rule checked), ``csvfile`` (each market's CSV), ``package`` (writing
+it all, resumably).
+
 >>> result = build_package(items, "adobe,freepik", Path("out/export"))  # doctest: +SKIP
 >>> result.packages["adobe"].csv_files
 (PosixPath('out/export/adobe/adobe.csv'),)
 """
 
+from comfyline.exports.checks import check_package
+from comfyline.exports.items import ExportItem, ExportOptions, apply_motif_cap
 from comfyline.exports.jpeg import (
     TRAINED_ALGORITHMIC_MEDIA,
     ImageMetadata,
@@ -23,16 +30,7 @@ from comfyline.exports.markets import (
     get_market,
     resolve_markets,
 )
-from comfyline.exports.package import (
-    ExportItem,
-    ExportOptions,
-    MarketPackage,
-    PackageResult,
-    apply_motif_cap,
-    build_package,
-    check_package,
-    zip_package,
-)
+from comfyline.exports.package import MarketPackage, PackageResult, build_package, zip_package
 from comfyline.exports.texts import ForbiddenWords, clean_keywords, fit_title, market_keywords
 from comfyline.exports.upscale import (
     market_minimum,

@@ -189,7 +189,6 @@ def embed_metadata(jpeg: bytes, meta: ImageMetadata) -> bytes:
     }
     try:
         with pyexiv2.ImageData(jpeg) as image:
-            image.clear_xmp()
             image.clear_iptc()
             image.modify_raw_xmp(_xmp_packet(meta))
             image.modify_iptc({k: v for k, v in iptc.items() if v is not None})

@@ -135,18 +135,23 @@ def market_title(market: Market, title: str) -> FittedText:
 
 
 def market_description(market: Market, description: str, title: str) -> FittedText:
-    """The description for ``market``: the title when there is none; Dreamstime's statement
-    that the image is AI-generated appended when missing; trimmed to the market's limit."""
+    """The description for ``market``: the title when there is none; trimmed to the market's
+    limit; Dreamstime's statement that the image is AI-generated appended when missing (room
+    is kept for it)."""
     text = _squash(description) or _squash(title)
-    notes = []
     phrases = market.ai_description_phrases
+    statement = ""
     if phrases and not any(p.casefold() in text.casefold() for p in phrases):
-        text = f"{text.rstrip('.')}. {phrases[0]} image." if text else f"{phrases[0]} image."
-        notes.append(f"added '{phrases[0]} image.' to the description ({market.name} asks)")
+        statement = f"{phrases[0]} image."
+    notes = []
     limit = market.description_max_chars
-    if limit is not None and len(text) > limit:
-        text = fit_title(text, limit)
+    room = None if limit is None else limit - (len(statement) + 2 if statement else 0)
+    if room is not None and len(text) > room:
+        text = fit_title(text, room)
         notes.append(f"description trimmed to {limit} characters")
+    if statement:
+        text = f"{text.rstrip('.')}. {statement}" if text else statement
+        notes.append(f"added '{statement}' to the description ({market.name} asks)")
     return FittedText(text, tuple(notes))
 
 
