@@ -158,6 +158,7 @@ def test_problems_are_all_listed_and_nothing_is_written(tmp_path: Path) -> None:
         _item(tmp_path, 3, keywords=["fox", "snow, ice", "a", "b", "c"]),
         _item(tmp_path, 4, categories={"adobe": [22]}),
         _item(tmp_path, 5, source=tmp_path / "absent.png"),
+        _item(tmp_path, 6, parameters={"seed": 1, "weights": {0.5, 1.0}}),
     ]
     out = tmp_path / "export"
     with pytest.raises(PackageInvalid) as caught:
@@ -173,6 +174,8 @@ def test_problems_are_all_listed_and_nothing_is_written(tmp_path: Path) -> None:
         ("img_0004", "adobe", "category"),
         ("img_0005", "adobe", "file"),
         ("img_0005", "dreamstime", "file"),
+        ("img_0006", "adobe", "parameters"),
+        ("img_0006", "dreamstime", "parameters"),
     }
     message = str(caught.value)
     assert "'a_very_long_file_name_for_adobe_0.jpg' is 37 characters; the limit is 30" in message

@@ -5,13 +5,15 @@ A problem (:class:`~comfyline.errors.ExportProblem`) names the image, the market
 the limit. What is checked: the source decodes; its size after upscaling (min/max megapixels,
 shorter and longer side); the file name (safe characters, unique, Adobe's 30 characters); the
 title (not empty); the description (Dreamstime's 50 characters); the keywords (count, no
-keyword holding the separator); categories (count and range); JPEG quality; and the
-forbidden words of each field. File sizes in bytes are checked when the JPEG is encoded.
+keyword holding the separator); categories (count and range); JPEG quality; the generation
+parameters (JSON-able); and the forbidden words of each field. File sizes in bytes are
+checked when the JPEG is encoded.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -184,6 +186,11 @@ def _row_rules(row: Row, options: ExportOptions) -> Iterable[tuple[str, str]]:
     yield from _category_rules(row)
     if market.min_jpeg_quality is not None and options.quality < market.min_jpeg_quality:
         yield "quality", f"JPEG quality {options.quality}; at least {market.min_jpeg_quality}"
+    if options.embed_parameters:
+        try:
+            json.dumps(dict(row.item.parameters))
+        except (TypeError, ValueError) as exc:
+            yield "parameters", f"cannot be embedded as JSON: {exc}"
 
 
 def _keyword_rules(row: Row) -> Iterable[tuple[str, str]]:
