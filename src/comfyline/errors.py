@@ -24,7 +24,10 @@ they enter, with ``raise ... from exc``.
     ├── GuardTripped             the GPU did not cool down in time; the order stopped cleanly
     ├── LedgerError              the order's SQLite ledger is unusable
     │   └── OrderLocked          another runner is working on the same order
-    └── OutputError              a result file (report, contact sheet, chart) cannot be written
+    ├── OutputError              a result file (report, contact sheet, chart) cannot be written
+    └── ExportError              an upload package for a marketplace cannot be made
+        ├── MarketRefused        the marketplace does not accept AI-generated images
+        └── PackageInvalid       files or rows break a marketplace's rules (carries every problem)
 """
 
 from __future__ import annotations
@@ -231,3 +234,44 @@ class OrderLocked(LedgerError):
 
 class OutputError(ComfylineError):
     """A result file (report, contact sheet, chart, image metadata) cannot be read or written."""
+
+
+class ExportError(ComfylineError):
+    """An upload package for a marketplace cannot be made."""
+
+
+class MarketRefused(ExportError):
+    """The marketplace does not accept AI-generated images; ``reason`` says where it says so."""
+
+    def __init__(self, market: str, reason: str) -> None:
+        self.market = market
+        self.reason = reason
+        super().__init__(f"{market} does not accept AI-generated images: {reason}")
+
+
+@dataclass(frozen=True)
+class ExportProblem:
+    """One image (or row) that breaks one rule of one marketplace.
+
+    ``str(problem)`` reads ``img_0003.png [adobe] title: 74 characters; the limit is 70``.
+    """
+
+    image: str
+    market: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.image} [{self.market}] {self.field}: {self.message}"
+
+
+class PackageInvalid(ExportError):
+    """Files or rows break marketplaces' rules; nothing was written. ``problems``: every one."""
+
+    def __init__(self, problems: Sequence[ExportProblem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"{len(self.problems)} problem(s) with the upload package, nothing was written "
+            f"(fix them, or skip the bad images):\n{lines}"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mimetypes
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -197,6 +198,34 @@ class ComfyClient:
                         f"the download of {name} was cut short after {size} bytes ({exc})"
                     ) from exc
                 return b"".join(chunks)
+
+    async def upload_image(
+        self, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = True
+    ) -> ImageRef:
+        """``POST /upload/image``: store an image in the server's input folder (for LoadImage).
+
+        Multipart field ``image`` plus ``type=input``, ``overwrite`` and ``subfolder``. Returns
+        where the server stored it: with ``overwrite=False`` a taken name gets renamed
+        (``name (1).png``). LoadImage names it ``subfolder/name`` (just ``name`` at the top).
+        """
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        form = {"type": "input", "overwrite": str(overwrite).lower(), "subfolder": subfolder}
+        response = await self._send(
+            "POST", "/upload/image", files={"image": (name, data, kind)}, data=form
+        )
+        if response.status_code != 200:
+            raise ComfyProtocolError(
+                f"POST {self._url('/upload/image')} of {name!r} ({len(data)} bytes) answered "
+                f"HTTP {response.status_code}: {response.text[:200]!r}"
+            )
+        body = self._decode(response, "/upload/image")
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise ComfyProtocolError(
+                f"{self._url('/upload/image')} answered {body!r}, not {{name, subfolder, type}}"
+            )
+        return ImageRef(
+            body["name"], str(body.get("subfolder") or ""), str(body.get("type", "input"))
+        )
 
     async def free(self, *, unload_models: bool, free_memory: bool = True) -> None:
         """``POST /free``: drop the server's caches (and models); takes effect between prompts."""
