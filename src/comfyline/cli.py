@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from comfyline.errors import ComfylineError, OrderError
+from comfyline.signals import stop_signals
 
 app = typer.Typer(
     name="comfyline",
@@ -124,7 +125,8 @@ def smoke_test_command(
         seed=seed,
     )
     console = Console(highlight=False)
-    report = asyncio.run(run_smoke_test(settings, options, notify=console.print))
+    with stop_signals(notify=lambda line: stderr.print(line, markup=False)) as stop:
+        report = asyncio.run(stop.target(run_smoke_test(settings, options, notify=console.print)))
     console.print(render_report(report))
     console.print(f"Report saved to {out / 'smoke_report.json'}")
     if report.failed:
@@ -236,7 +238,12 @@ def run_order_command(
             )
         return report.totals.failed + report.totals.missing
 
-    if asyncio.run(run()):
+    def say(line: str) -> None:  # a path may hold "[": no markup; a long one stays whole
+        console.print(line, markup=False, soft_wrap=True)
+
+    with stop_signals(notify=say, resume=f"comfyline run-order {path}") as stop:
+        failed = asyncio.run(stop.target(run()))
+    if failed:
         raise typer.Exit(code=1)
 
 
