@@ -94,9 +94,7 @@ def main() -> None:
         return statistics.median(statistics.median(getattr(r, name)) for r in rounds)
 
     def p90(name: str) -> float:
-        return statistics.median(
-            statistics.quantiles(getattr(r, name), n=10)[-1] for r in rounds
-        )
+        return statistics.median(statistics.quantiles(getattr(r, name), n=10)[-1] for r in rounds)
 
     print(
         f"comfyline {Path(comfyline.__file__).parent} on {platform.system()} "

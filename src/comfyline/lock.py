@@ -66,6 +66,8 @@ def release(fd: int) -> None:
     """Release the lock held on ``fd`` and close it."""
     try:
         _unlock(fd)
+    except OSError:
+        pass  # closing the descriptor releases it too
     finally:
         os.close(fd)
 
