@@ -9,8 +9,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from comfyline.errors import ComfylineError, OrderError
+from comfyline.errors import ComfylineError, OrderError, PackageInvalid
 
 app = typer.Typer(
     name="comfyline",
@@ -34,8 +35,9 @@ def main() -> None:
         # Outside standalone mode typer returns a command's exit code instead of exiting.
         code = app(standalone_mode=False)
     except ComfylineError as exc:
-        stderr.print(f"[bold red]{type(exc).__name__}[/]: {exc}", highlight=False, markup=True)
-        sys.exit(2 if isinstance(exc, OrderError) else 1)
+        message = escape(str(exc))  # "[adobe]" in a message is text, not markup
+        stderr.print(f"[bold red]{type(exc).__name__}[/]: {message}", highlight=False)
+        sys.exit(2 if isinstance(exc, OrderError | PackageInvalid) else 1)
     except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C inside a command into Abort
         stderr.print("interrupted")
         sys.exit(130)
@@ -274,6 +276,120 @@ def status_command(
                 typer.echo(f"{row.order}: {row.state}; resume with: {row.resume}")
     for problem in problems:
         typer.echo(str(problem), err=True)
+
+
+@app.command("review")
+def review_command(
+    path: Path = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="The order: its project.yaml or its folder.", show_default=False
+    ),
+    approve: list[str] = typer.Option(  # noqa: B008
+        [], "--approve", help="Approve these images (file names or slot indexes; repeatable)."
+    ),
+    reject: list[str] = typer.Option(  # noqa: B008
+        [], "--reject", help="Reject these images (they are never sold; repeatable)."
+    ),
+    undo: list[str] = typer.Option(  # noqa: B008
+        [], "--undo", help="Forget the decision on these images (repeatable)."
+    ),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """List an order's images with their quality checks and decisions, or record decisions.
+
+    With no --approve/--reject/--undo it lists; image names may also be separated by commas.
+    """
+    from rich.table import Table
+
+    from comfyline.review import list_review, set_decision
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"output_root": output_root} if output_root is not None else {}
+    settings = Settings(**overrides)
+    for names, decision in ((approve, "approved"), (reject, "rejected"), (undo, None)):
+        images = [n.strip() for name in names for n in name.split(",") if n.strip()]
+        if images:
+            changed = set_decision(path, settings, images, decision)
+            typer.echo(f"{decision or 'undone'}: {len(changed)} image(s)")
+    table = Table("#", "file", "seed", "checks", "motif", "decision")
+    for item in list_review(path, settings):
+        table.add_row(
+            str(item.index),
+            ", ".join(Path(f).name for f in item.files),
+            str(item.seed),
+            ", ".join(item.flags) or "ok",
+            str(item.motif),
+            item.decision or "",
+        )
+    Console(highlight=False).print(table)
+
+
+@app.command("export")
+def export_command(
+    path: Path = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="The order: its project.yaml or its folder.", show_default=False
+    ),
+    market: list[str] = typer.Option(  # noqa: B008
+        [], "--market", help="Marketplaces: adobe,freepik,dreamstime,123rf (default: sale.markets)."
+    ),
+    check: bool = typer.Option(False, "--check", help="Only list what breaks a market's rules."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Leave out of a market's package the images it refuses."
+    ),
+    comfyui: str | None = typer.Option(
+        None, "--comfyui", help="ComfyUI URL for a model upscale (sale.upscale.model)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Upscale on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Write upload packages: <order output>/export/<market>/ with the JPEGs and the CSV.
+
+    Every file and row is checked against each market's rules first; a problem names the
+    image, the field and the limit, and nothing is written (exit 2).
+    """
+    import asyncio
+
+    from comfyline.exporting import check_export, export_order
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    settings = Settings(**overrides)
+    markets = [m.strip() for name in market for m in name.split(",") if m.strip()]
+    if check:
+        problems = check_export(path, settings, markets)
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(problems)} problem(s)")
+        if problems:
+            raise typer.Exit(code=2)
+        return
+    console = Console(stderr=True, highlight=False)
+    result = asyncio.run(
+        export_order(
+            path,
+            settings,
+            markets,
+            sim=sim,
+            skip_invalid=skip_invalid,
+            notify=lambda line: console.print(line),
+        )
+    )
+    for key, package in result.package.packages.items():
+        typer.echo(
+            f"{key}: {len(package.files)} images in {package.folder} "
+            f"({', '.join(p.name for p in package.csv_files)})"
+        )
+    for problem in result.package.skipped:
+        typer.echo(f"skipped: {problem}")
+    for why, count in result.left_out.items():
+        typer.echo(f"left out: {count} {why}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
 
 
 @app.command("serve")

@@ -116,13 +116,16 @@ class ComfyTimeout(ComfyError):
 class ModelNotFound(ComfyError):
     """The checkpoint asked for is not on the server. ``available`` lists those that are."""
 
-    def __init__(self, name: str, available: Sequence[str], server: str) -> None:
+    def __init__(
+        self, name: str, available: Sequence[str], server: str, *, kind: str = "checkpoint"
+    ) -> None:
         self.name = name
         self.available = tuple(available)
         listed = ", ".join(self.available) if self.available else "none"
+        folder = {"checkpoint": "checkpoints", "upscale model": "upscale_models"}.get(kind, kind)
         super().__init__(
-            f"checkpoint {name!r} is not on the ComfyUI server at {server} "
-            f"(available: {listed}); put it in ComfyUI's models/checkpoints folder "
+            f"{kind} {name!r} is not on the ComfyUI server at {server} "
+            f"(available: {listed}); put it in ComfyUI's models/{folder} folder "
             "or name one of those"
         )
 

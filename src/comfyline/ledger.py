@@ -205,6 +205,10 @@ class SlotRecord:
     """Our own clock, from the POST to the checked result (``seconds`` is the server's)."""
     checkpoint: str | None = None
     """The checkpoint the images were made with."""
+    qc: tuple[dict[str, Any], ...] = ()
+    """The quality checks of each file (``QcResult.to_json()``): flags, measures, hash."""
+    review: str | None = None
+    """The user's decision: ``approved``, ``rejected``, or None (not reviewed)."""
 
 
 @dataclass(frozen=True)
@@ -307,7 +311,9 @@ CREATE TABLE IF NOT EXISTS slot (
     backend TEXT,
     sizes TEXT NOT NULL DEFAULT '[]',
     wall_seconds REAL,
-    checkpoint TEXT
+    checkpoint TEXT,
+    qc TEXT, -- the quality checks of its images (JSON list, one per file)
+    review TEXT -- approved | rejected | NULL (not reviewed)
 );
 CREATE INDEX IF NOT EXISTS slot_state ON slot (state, idx);
 CREATE TABLE IF NOT EXISTS event (
@@ -334,7 +340,7 @@ CREATE TABLE IF NOT EXISTS reading (
 _SLOT_COLUMNS = (
     "idx, key, prompt, negative, seed, params, state, prompt_id, attempt, files, sha256s, "
     "seconds, error, updated, made_with, stem, title, keywords, backend, sizes, wall_seconds, "
-    "checkpoint"
+    "checkpoint, qc, review"
 )
 _V2_COLUMNS = (
     ("stem", "TEXT NOT NULL DEFAULT ''"),
@@ -344,6 +350,8 @@ _V2_COLUMNS = (
     ("sizes", "TEXT NOT NULL DEFAULT '[]'"),
     ("wall_seconds", "REAL"),
     ("checkpoint", "TEXT"),
+    ("qc", "TEXT"),
+    ("review", "TEXT"),
 )
 """Columns schema 2 added to ``slot``: a version-1 ledger gets them when it is opened."""
 
@@ -445,8 +453,7 @@ class Ledger:
                     f"the ledger {self.path} was written by a newer comfyline (ledger schema "
                     f"{version}, this one reads {SCHEMA_VERSION}); upgrade comfyline to resume"
                 )
-            if version < SCHEMA_VERSION:
-                _migrate(cur)
+            _migrate(cur)
             if fresh:
                 # A new ledger's prompt ids are its own (see slot_prompt_id); an old one keeps
                 # the ids its prompts were sent with.
@@ -653,6 +660,7 @@ class Ledger:
         sizes: Sequence[tuple[int, int]] = (),
         wall_seconds: float | None = None,
         checkpoint: str | None = None,
+        qc: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """Record that slot ``index`` is finished: its files (paths relative to the output
         folder) are written, checked, and have these sha256s. Call it after they are on disk.
@@ -667,8 +675,8 @@ class Ledger:
             slot = self._move(cur, index, SlotState.DONE)
             cur.execute(
                 "UPDATE slot SET state = ?, files = ?, sha256s = ?, seconds = ?, error = NULL, "
-                "updated = ?, made_with = ?, sizes = ?, wall_seconds = ?, checkpoint = ? "
-                "WHERE idx = ?",
+                "updated = ?, made_with = ?, sizes = ?, wall_seconds = ?, checkpoint = ?, "
+                "qc = ? WHERE idx = ?",
                 (
                     SlotState.DONE.value,
                     json.dumps(list(files)),
@@ -679,6 +687,7 @@ class Ledger:
                     json.dumps([list(size) for size in sizes]),
                     wall_seconds,
                     checkpoint,
+                    json.dumps([dict(q) for q in qc]) if qc else None,
                     index,
                 ),
             )
@@ -851,6 +860,58 @@ def read_status(path: Path) -> OrderStatus:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def read_slots(path: Path) -> list[SlotRecord]:
+    """Every slot of the ledger at ``path``, read without the runner's lock."""
+    conn = _read_only(path)
+    try:
+        return list(_iter_slots(conn, None))
+    finally:
+        conn.close()
+
+
+def record_review(path: Path, indexes: Sequence[int], decision: str | None) -> list[int]:
+    """Record the user's ``decision`` (``approved``, ``rejected``, or None to undo) for the
+    done slots ``indexes``, in one short transaction of its own: a review may happen while a
+    runner holds the order (SQLite serialises the two writers). Returns the indexes changed.
+    """
+    if decision not in (None, "approved", "rejected"):
+        raise LedgerError(f"a review decision is approved, rejected or none, not {decision!r}")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            states = dict(conn.execute("SELECT idx, state FROM slot").fetchall())
+            for index in indexes:
+                if states.get(index) != SlotState.DONE.value:
+                    conn.rollback()
+                    raise LedgerError(
+                        f"slot {index} in {path} is {states.get(index, 'unknown')}: only made "
+                        "images can be reviewed"
+                    )
+            conn.executemany(
+                "UPDATE slot SET review = ? WHERE idx = ?", [(decision, i) for i in indexes]
+            )
+            conn.executemany(
+                "INSERT INTO event (at, kind, slot_idx, detail) VALUES (?, ?, ?, '{}')",
+                [(time.time(), f"review.{decision or 'undone'}", i) for i in indexes],
+            )
+            conn.commit()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot record the review in {path}: {exc}") from exc
+    return list(indexes)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    if not Path(path).is_file():
+        raise LedgerError(f"no ledger at {path}: the order has not been run yet")
+    try:
+        return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+
+
 def _lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
@@ -928,7 +989,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(cur: sqlite3.Cursor) -> None:
-    """Bring a version-1 ledger to this schema: add the new slot columns, keep every row."""
+    """Bring an older ledger to this schema: add the slot columns it lacks, keep every row."""
     have = {row[1] for row in cur.execute("PRAGMA table_info(slot)")}
     for name, kind in _V2_COLUMNS:
         if name not in have:
@@ -994,6 +1055,8 @@ def _slot_record(row: Sequence[Any]) -> SlotRecord:
         sizes=tuple((int(w), int(h)) for w, h in json.loads(row[19])),
         wall_seconds=row[20],
         checkpoint=row[21],
+        qc=tuple(json.loads(row[22])) if row[22] else (),
+        review=row[23],
     )
 
 

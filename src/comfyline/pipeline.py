@@ -49,12 +49,20 @@ from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import GuardEvent, OomRecovery
 from comfyline.guard.sensors import parse_system_stats
 from comfyline.images import TEMP_SUFFIX
-from comfyline.ledger import Ledger, OrderState, ledger_path, read_status, slot_prompt_id
+from comfyline.ledger import (
+    Ledger,
+    OrderState,
+    SlotState,
+    ledger_path,
+    read_status,
+    slot_prompt_id,
+)
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
-from comfyline.outputs import write_images
+from comfyline.outputs import WrittenImage, write_images
 from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
+from comfyline.quality import QcResult, SeriesChecker
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
 from comfyline.scheduler import Scheduler
 from comfyline.schemas.order import Order
@@ -87,10 +95,12 @@ def output_dir(order: Order, settings: Settings) -> Path:
 
 
 def fingerprint(loaded: LoadedOrder) -> str:
-    """A hash of what the order asks for (not of its formatting or comments), and of the
-    content of every file it uses (CSV, profiles, workflow): the ledger refuses to resume an
-    order that changed since its first run."""
-    text = loaded.order.model_dump_json() + loaded.sources_sha256
+    """A hash of what the order's images are (not of its formatting, comments, title or sale
+    data), and of the content of every file it uses (CSV, profiles, workflow): the ledger
+    refuses to resume an order whose images would differ from those it started."""
+    # What describes the images (sale data, quality thresholds) may change between runs.
+    what = loaded.order.model_dump_json(exclude={"title", "description", "sale", "qc"})
+    text = what + loaded.sources_sha256
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -421,6 +431,15 @@ class _Run:
         parameters = self._png_parameters(slot, result, backend)
         images = [(i.data, i.width, i.height) for i in result.images]
         written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
+        if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
+            earlier = {
+                file: check["phash"]
+                for done in self.ledger.iter_slots(SlotState.DONE)
+                for file, check in zip(done.files, done.qc, strict=False)
+                if check.get("phash")
+            }
+            self.qc = SeriesChecker(self.order.qc, earlier)
+        checks = await asyncio.to_thread(self._quality_checks, result, written)
         made = result.request.params
         self.ledger.mark_done(
             index,
@@ -431,7 +450,23 @@ class _Run:
             sizes=[(w.width, w.height) for w in written],
             wall_seconds=result.wall_seconds or None,
             checkpoint=self.checkpoint,
+            qc=[c.to_json() for c in checks],
         )
+        for check in checks:
+            if not check.ok:
+                flags = ", ".join(check.flags)
+                more = f" of {check.duplicate_of}" if check.duplicate_of else ""
+                self.notify(f"quality: {check.source} is {flags}{more}")
+
+    def _quality_checks(
+        self, result: GenerationResult, written: list[WrittenImage]
+    ) -> list[QcResult]:
+        """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
+        (flags only: what to sell is decided at review and export)."""
+        return [
+            self.qc.check(image.data, Path(w.path).name)
+            for image, w in zip(result.images, written, strict=True)
+        ]
 
     def _counted(self, ok: bool) -> None:
         snapshot = self.throughput.image_done(ok)

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     target_temp_c: float = Field(default=78.0, description="Hold new prompts at or above this.")
     resume_temp_c: float = Field(default=72.0, description="Release held prompts at or below.")
     critical_temp_c: float = Field(default=83.0, description="Free memory and wait at this.")
+    creator: str | None = Field(
+        default=None, description="Creator written into exported JPEGs (IPTC By-line, dc:creator)."
+    )
+    copyright: str | None = Field(
+        default=None, description="Copyright notice written into exported JPEGs."
+    )
     cool_timeout_s: float = Field(
         default=600.0, gt=0, description="Give up (stop cleanly) if not cooled by then."
     )
