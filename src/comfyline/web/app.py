@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from comfyline.errors import ComfylineError
-from comfyline.web import pages
+from comfyline.web import export_pages, pages, review_pages
 from comfyline.web.catalog import Catalog, UnknownOrder
 from comfyline.web.config import WebConfig
 from comfyline.web.runner import OrderRunner
@@ -44,7 +44,12 @@ def create_app(config: WebConfig) -> Starlette:
             await app.state.runner.aclose()  # Ctrl-C on the server saves every running order
 
     app = Starlette(
-        routes=[*pages.routes(), Mount("/static", StaticFiles(directory=HERE / "static"))],
+        routes=[
+            *pages.routes(),
+            *review_pages.routes(),
+            *export_pages.routes(),
+            Mount("/static", StaticFiles(directory=HERE / "static")),
+        ],
         middleware=[Middleware(AccessGuard, token=config.token)],
         exception_handlers={
             UnknownOrder: _not_found,

@@ -48,27 +48,27 @@ def routes() -> list[Route]:
 # -- shared ------------------------------------------------------------------------------
 
 
-def _catalog(request: Request) -> Catalog:
+def catalog_of(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
 
 
-def _runner(request: Request) -> OrderRunner:
+def runner_of(request: Request) -> OrderRunner:
     runner: OrderRunner = request.app.state.runner
     return runner
 
 
-def _config(request: Request) -> WebConfig:
+def config_of(request: Request) -> WebConfig:
     config: WebConfig = request.app.state.config
     return config
 
 
-def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     templates: Jinja2Templates = request.app.state.templates
     return templates.TemplateResponse(request, name, context, status_code=status)
 
 
-def _fragment(request: Request, name: str, context: dict[str, Any]) -> str:
+def fragment(request: Request, name: str, context: dict[str, Any]) -> str:
     templates: Jinja2Templates = request.app.state.templates
     return templates.get_template(name).render(context)
 
@@ -87,7 +87,7 @@ def duration(seconds: float | None) -> str:
 
 async def line_page(request: Request) -> Response:
     html = await asyncio.to_thread(_line_body, request)
-    return _render(request, "line.html", {"body": html, "page": "line"})
+    return render(request, "line.html", {"body": html, "page": "line"})
 
 
 async def line_events(request: Request) -> Response:
@@ -95,19 +95,19 @@ async def line_events(request: Request) -> Response:
 
 
 def _line_body(request: Request) -> str:
-    runner = _runner(request)
+    runner = runner_of(request)
     rows = []
-    for key, row in _catalog(request).rows():
-        job = runner.job(_catalog(request).file(key)) if row.state != "invalid" else None
+    for key, row in catalog_of(request).rows():
+        job = runner.job(catalog_of(request).file(key)) if row.state != "invalid" else None
         rows.append({"key": key, "row": row, "job": job, "actions": _actions(row.state, job)})
     context = {"rows": rows, "backends": _backends(request, [r["row"] for r in rows])}
-    return _fragment(request, "_line_body.html", context | {"duration": duration})
+    return fragment(request, "_line_body.html", context | {"duration": duration})
 
 
 def _backends(request: Request, rows: list[Any]) -> list[dict[str, Any]]:
     """The configured server (answering or not) and every server the orders' ledgers name,
     with the last temperature an order read there."""
-    config = _config(request)
+    config = config_of(request)
     health = _health(request)
     main = "built-in simulator" if config.sim else config.settings.comfyui_url
     found: dict[str, dict[str, Any]] = {main: {"name": main, "health": health, "temp": None}}
@@ -121,7 +121,7 @@ def _backends(request: Request, rows: list[Any]) -> list[dict[str, Any]]:
 
 def _health(request: Request) -> str:
     """Whether the configured ComfyUI answers ``/system_stats`` (looked up every 10 s)."""
-    config = _config(request)
+    config = config_of(request)
     if config.sim:
         return "started with each order"
     cached = getattr(request.app.state, "health", None)
@@ -154,13 +154,13 @@ def _actions(state: str, job: Any) -> list[str]:
 
 async def order_page(request: Request) -> Response:
     key = request.path_params["key"]
-    page = max(0, _int(request.query_params.get("page"), 0))
+    page = max(0, int_param(request.query_params.get("page"), 0))
     context = await asyncio.to_thread(_order_context, request, key, page)
-    return _render(request, "order.html", context)
+    return render(request, "order.html", context)
 
 
 def _order_context(request: Request, key: str, page: int) -> dict[str, Any]:
-    place = _catalog(request).place(key)
+    place = catalog_of(request).place(key)
     context: dict[str, Any] = {
         "key": key,
         "page": "order",
@@ -197,24 +197,24 @@ def _chart_points(view: LedgerReader) -> list[list[float]]:
 
 
 def _status_html(request: Request, key: str) -> str:
-    catalog = _catalog(request)
+    catalog = catalog_of(request)
     row = catalog.row(key)
-    job = _runner(request).job(catalog.file(key))
+    job = runner_of(request).job(catalog.file(key))
     context = {"key": key, "row": row, "job": job, "actions": _actions(row.state, job)}
-    return _fragment(request, "_status.html", context | {"duration": duration})
+    return fragment(request, "_status.html", context | {"duration": duration})
 
 
 async def order_events(request: Request) -> Response:
     key = request.path_params["key"]
-    _catalog(request).place(key)  # 404 before the stream starts
+    catalog_of(request).place(key)  # 404 before the stream starts
     event, reading = stream.parse_last_id(request.headers.get("last-event-id"))
     if not event:
-        event = _int(request.query_params.get("after"), 0)
-        reading = _int(request.query_params.get("readings_after"), 0)
+        event = int_param(request.query_params.get("after"), 0)
+        reading = int_param(request.query_params.get("readings_after"), 0)
     body = stream.order_stream(
-        _catalog(request),
+        catalog_of(request),
         key,
-        _runner(request),
+        runner_of(request),
         after_event=event,
         after_reading=reading,
         render_status=lambda k: _status_html(request, k),
@@ -224,14 +224,14 @@ async def order_events(request: Request) -> Response:
 
 async def start_order(request: Request) -> Response:
     key = request.path_params["key"]
-    file = _catalog(request).file(key)
-    _runner(request).start(file)
+    file = catalog_of(request).file(key)
+    runner_of(request).start(file)
     return RedirectResponse(f"/o/{key}", status_code=303)
 
 
 async def cancel_order(request: Request) -> Response:
     key = request.path_params["key"]
-    await _runner(request).cancel(_catalog(request).file(key))
+    await runner_of(request).cancel(catalog_of(request).file(key))
     return RedirectResponse(f"/o/{key}", status_code=303)
 
 
@@ -242,17 +242,17 @@ async def image(request: Request) -> Response:
 
 async def thumb(request: Request) -> Response:
     path, sha256 = await _image_file(request)
-    place = _catalog(request).place(request.path_params["key"])
+    place = catalog_of(request).place(request.path_params["key"])
     assert place.output is not None
     small = await asyncio.to_thread(images.thumbnail, place.output, path, sha256)
     return FileResponse(small, media_type="image/webp", headers=_cache_headers(sha256))
 
 
 async def _image_file(request: Request) -> tuple[Any, str]:
-    place = _catalog(request).place(request.path_params["key"])
+    place = catalog_of(request).place(request.path_params["key"])
     if place.output is None:
         raise HTTPException(404, "this order does not load, so it has no images")
-    root = _config(request).settings.output_root
+    root = config_of(request).settings.output_root
     index, number = request.path_params["index"], request.path_params["number"]
     try:
         return await asyncio.to_thread(images.image_file, place.output, root, index, number)
@@ -272,20 +272,20 @@ async def new_order_page(request: Request) -> Response:
     context: dict[str, Any] = {"page": "new", "values": {}, "problems": {}, "yaml_text": ""}
     if request.method == "POST":
         values = {k: str(v) for k, v in (await request.form()).items() if k in forms.FIELDS}
-        orders_dir = _config(request).orders_dir
+        orders_dir = config_of(request).orders_dir
         try:
             result = await asyncio.to_thread(forms.create_order, orders_dir, values)
         except OSError as exc:
             raise ConfigError(f"cannot write the order under {orders_dir}: {exc}") from exc
         if result.folder is not None:
-            key = _catalog(request).key(result.folder / "project.yaml")
+            key = catalog_of(request).key(result.folder / "project.yaml")
             return RedirectResponse(f"/o/{key}", status_code=303)
         context |= {"values": values, "problems": result.problems, "yaml_text": result.yaml_text}
-        return _render(request, "new.html", context, status=422)
-    return _render(request, "new.html", context)
+        return render(request, "new.html", context, status=422)
+    return render(request, "new.html", context)
 
 
-def _int(value: str | None, default: int) -> int:
+def int_param(value: str | None, default: int) -> int:
     try:
         return int(value) if value is not None else default
     except ValueError:

@@ -23,12 +23,15 @@ def dashboard_url(host: str, port: int, token: str | None) -> str:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (0: a free port), or :class:`ConfigError`."""
+    """A listening socket on ``host:port`` (0: a free port), or :class:`ConfigError`.
+    It listens at once: a client that connects before the server loop runs waits in the
+    backlog instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
