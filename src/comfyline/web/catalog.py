@@ -60,9 +60,9 @@ class Catalog:
         file = self.file(key)
         return OrderPlace(key, file, self._output(file))
 
-    def rows(self) -> list[tuple[str, OrderRow]]:
-        """Each order's status row (``comfyline status``'s), with its key."""
-        return [(key, order_row(file, self.settings)) for key, file in self.files().items()]
+    def rows(self) -> list[tuple[str, Path, OrderRow]]:
+        """Each order's status row (``comfyline status``'s), with its key and file."""
+        return [(k, f, order_row(f, self.settings)) for k, f in self.files().items()]
 
     def row(self, key: str) -> OrderRow:
         return order_row(self.file(key), self.settings)

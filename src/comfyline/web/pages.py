@@ -97,8 +97,8 @@ async def line_events(request: Request) -> Response:
 def _line_body(request: Request) -> str:
     runner = runner_of(request)
     rows = []
-    for key, row in catalog_of(request).rows():
-        job = runner.job(catalog_of(request).file(key)) if row.state != "invalid" else None
+    for key, file, row in catalog_of(request).rows():
+        job = runner.job(file) if row.state != "invalid" else None
         rows.append({"key": key, "row": row, "job": job, "actions": _actions(row.state, job)})
     context = {"rows": rows, "backends": _backends(request, [r["row"] for r in rows])}
     return fragment(request, "_line_body.html", context | {"duration": duration})
