@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from comfyline.errors import ComfylineError, OrderError, PackageInvalid
+from comfyline.signals import stop_signals
 
 app = typer.Typer(
     name="comfyline",
@@ -126,7 +127,8 @@ def smoke_test_command(
         seed=seed,
     )
     console = Console(highlight=False)
-    report = asyncio.run(run_smoke_test(settings, options, console=console))
+    with stop_signals(notify=lambda line: stderr.print(line, markup=False)) as stop:
+        report = asyncio.run(stop.target(run_smoke_test(settings, options, console=console)))
     console.print(render_report(report))
     console.print(f"Report saved to {out / 'smoke_report.json'}")
     if report.failed:
@@ -224,7 +226,16 @@ def run_order_command(
     console = Console(stderr=True, highlight=False)
     # An invalid order is reported (exit 2) before any server is contacted or started.
     loaded = load(path)
-    report = asyncio.run(generate(loaded, settings=settings, sim=sim, console=console))
+
+    def say(line: str) -> None:  # a path may hold "[": no markup; a long one stays whole
+        console.print(line, markup=False, soft_wrap=True)
+
+    resume = f"comfyline run-order {path}" + (" --sim" if sim else "")
+    resume += f" --comfyui {comfyui}" if comfyui else ""
+    with stop_signals(notify=say, resume=resume) as stop:
+        report = asyncio.run(
+            stop.target(generate(loaded, settings=settings, sim=sim, console=console))
+        )
     if report.totals.failed + report.totals.missing:
         raise typer.Exit(code=1)
 

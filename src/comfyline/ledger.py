@@ -8,10 +8,12 @@ those whose fate the server knows: the runner looks their deterministic prompt i
 server's history and queue, and collects, waits for, or resubmits each one.
 
 The file lives in the order's output folder (``<output>/.comfyline/ledger.sqlite3``). It is in WAL
-mode with ``synchronous=FULL``, so a committed transaction survives power loss, and every write is
-one short ``BEGIN IMMEDIATE`` transaction on the single writer connection. A second runner is kept
-out by an exclusive ``flock`` on a lock file next to the database; the operating system releases
-it when the holder dies, however it dies, so a crash never leaves a stale lock behind.
+mode with ``synchronous=FULL`` (and ``fullfsync`` on macOS), so a committed transaction survives
+power loss, and every write is one short ``BEGIN IMMEDIATE`` transaction on the single writer
+connection. A second runner is kept out by an exclusive lock on a lock file next to the database
+(:mod:`comfyline.lock`: ``flock`` on Linux and macOS, ``msvcrt.locking`` on Windows); the
+operating system releases it when the holder dies, however it dies, so a crash never leaves a
+stale lock behind.
 
 ``read_status(path)`` reads the ledger without the lock, for ``comfyline status`` while a runner
 is active.
@@ -30,7 +32,6 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -45,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from comfyline import lock
 from comfyline.errors import LedgerError, OrderLocked
 
 SCHEMA_VERSION = 2
@@ -404,7 +406,7 @@ class Ledger:
         try:
             conn = _connect(path)
         except BaseException:
-            os.close(lock_fd)
+            lock.release(lock_fd)
             raise
         ledger = cls(path, order_id, conn, lock_fd, clock)
         try:
@@ -421,7 +423,7 @@ class Ledger:
         try:
             self._conn.close()
         finally:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            lock.release(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> Self:
@@ -920,66 +922,75 @@ def _take_lock(lock_path: Path, order_id: str) -> int:
     """Take the exclusive runner lock; write our pid and start time into it for the message
     another runner gets."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = lock.try_lock(lock_path)
     except OSError as exc:
-        raise LedgerError(f"cannot open the ledger's lock file {lock_path}: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _describe_holder(fd)
-        os.close(fd)
+        raise LedgerError(f"cannot lock the ledger's lock file {lock_path}: {exc}") from exc
+    if fd is None:
         raise OrderLocked(
-            f"order {order_id} is already being run by {holder}; wait for it or stop it"
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise LedgerError(f"cannot lock {lock_path}: {exc}") from exc
+            f"order {order_id} is already being run by {_describe_holder(lock_path)}; "
+            "wait for it or stop it"
+        )
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": started}).encode(), 0)
+    try:
+        lock.write_note(fd, json.dumps({"pid": os.getpid(), "started": started}).encode())
+    except OSError as exc:
+        lock.release(fd)
+        raise LedgerError(f"cannot write the ledger's lock file {lock_path}: {exc}") from exc
     return fd
 
 
 def _read_holder(fd: int) -> tuple[int | None, str | None]:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return _parse_holder(lock.read_note(fd))
+    except OSError:
+        return None, None
+
+
+def _parse_holder(note: bytes) -> tuple[int | None, str | None]:
+    try:
+        data = json.loads(note or b"{}")
         return int(data["pid"]), str(data["started"])
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError):
         return None, None  # the holder has not written it yet
 
 
-def _describe_holder(fd: int) -> str:
-    pid, started = _read_holder(fd)
+def _describe_holder(lock_path: Path) -> str:
+    try:  # the note lies outside the locked range on every platform: readable while held
+        note = lock_path.read_bytes()[: lock.NOTE_MAX_BYTES]
+    except OSError:
+        note = b""
+    pid, started = _parse_holder(note)
     if pid is None:
         return "another process"
     return f"process {pid} (started {started})"
 
 
 def _lock_holder(lock_path: Path) -> tuple[int | None, str | None]:
-    """Who holds the runner lock, or (None, None). Probes with a shared lock, released at once."""
+    """Who holds the runner lock: (pid, start time); (-1, None) when a holder has not said who
+    it is yet; (None, None) when nobody holds it."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
+        note = lock.holder_note(lock_path)
+    except OSError as exc:
+        raise LedgerError(f"cannot read the ledger's lock file {lock_path}: {exc}") from exc
+    if note is None:
         return None, None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, started = _read_holder(fd)
-            return (pid or -1), started
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None, None
-    finally:
-        os.close(fd)
+    pid, started = _parse_holder(note)
+    return (pid or -1), started
 
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        # WAL: a reader (comfyline status) never blocks the writer. Where WAL cannot be used (a
+        # file system without shared memory, such as some network shares), SQLite keeps its
+        # rollback journal, which is as durable.
         conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: fsync the WAL at every commit, so a committed slot survives power loss.
+        # FULL: sync the log at every commit, so a committed slot survives power loss.
         conn.execute("PRAGMA synchronous=FULL")
+        # macOS: fsync leaves the data in the drive's cache; F_FULLFSYNC flushes it through.
+        # (Ignored on Linux and Windows, where a sync already reaches the disk.)
+        conn.execute("PRAGMA fullfsync=ON")
         return conn
     except sqlite3.Error as exc:
         raise LedgerError(

@@ -35,7 +35,7 @@ from typing import Any
 from rich.console import Console
 
 from comfyline import __version__
-from comfyline.backends import Backend, open_backend
+from comfyline.backends import SIMULATOR, Backend, open_backend
 from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
@@ -530,10 +530,11 @@ class _Run:
         if self.options.resume_hint:
             return self.options.resume_hint
         command = f"comfyline run-order {self.loaded.file}"
-        if self.options.sim or getattr(self, "backend", None) and self.backend.simulated:
+        backend = getattr(self, "backend", None)
+        if self.options.sim or (backend is not None and backend.name == SIMULATOR):
             return command + " --sim"
-        if hasattr(self, "backend"):
-            return command + f" --comfyui {self.backend.url}"
+        if backend is not None:
+            return command + f" --comfyui {backend.url}"
         return command
 
     def _banner(self, waiting: int) -> str:
