@@ -81,7 +81,8 @@ function drawChart(points) {
   if (!points.length) return;
   const temps = points.map((p) => p[1]);
   const lo = Math.min(30, ...temps), hi = Math.max(90, ...temps);
-  const t0 = points[0][0], t1 = Math.max(points[points.length - 1][0], t0 + 1);
+  const t0 = points[0][0], tn = points[points.length - 1][0];
+  const t1 = tn > t0 ? tn : t0 + 1; // the whole run spans the chart's width
   const x = (t) => ((t - t0) / (t1 - t0)) * 600;
   const y = (c) => 180 - ((c - lo) / (hi - lo)) * 180;
   line.setAttribute("points", points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "));
