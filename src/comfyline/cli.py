@@ -401,3 +401,48 @@ def export_command(
         typer.echo(f"left out: {count} {why}")
     for note in result.notes:
         typer.echo(f"note: {note}")
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on; beyond loopback a token is required (printed as a link).",
+    ),
+    port: int = typer.Option(8288, help="TCP port; 0 picks a free one (printed)."),
+    line: Path = typer.Option(  # noqa: B008 - typer's way
+        Path("automation/orders"),
+        "--line",
+        help="The folder of orders the dashboard shows and runs (new orders are written there).",
+    ),
+    comfyui: str | None = typer.Option(
+        None, "--comfyui", help="ComfyUI URL (default: $COMFYUI_URL, then http://127.0.0.1:8188)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Run orders on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Serve the web dashboard: the line, each order live, review, export, new orders."""
+    from comfyline.settings import Settings
+    from comfyline.web import WebConfig, bind, needs_token, new_token, serve
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    settings = Settings(**overrides)
+    token = settings.token.get_secret_value() if settings.token else None
+    if token is None and needs_token(host):
+        token = new_token()
+    config = WebConfig(orders_dir=line, settings=settings, sim=sim, token=token)
+    sock = bind(host, port)
+
+    def ready(url: str) -> None:
+        typer.echo(f"comfyline dashboard on {url}", err=False)
+        if token:
+            typer.echo(
+                "Open that link once: it sets a cookie. Scripts send "
+                "'Authorization: Bearer <token>'."
+            )
+
+    serve(config, sock, ready)

@@ -1157,3 +1157,112 @@ def read_activity(path: Path) -> Activity:
         last_temperature_c=temp[0] if temp else None,
         servers=tuple(s[0] for s in servers),
     )
+
+
+class LedgerReader:
+    """A read-only view of a ledger, without the runner's lock (for the web dashboard, which
+    watches an order while a runner writes it). Rows carry their ``id`` so a reader can ask
+    for what came after the last one it saw.
+
+    >>> with LedgerReader.open(ledger_path(out)) as view:  # doctest: +SKIP
+    ...     new = view.events(after=last_id)
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> LedgerReader:
+        """Open the ledger at ``path`` read-only; :class:`LedgerError` if there is none."""
+        path = Path(path)
+        if not path.is_file():
+            raise LedgerError(f"no ledger at {path}: the order has not been run yet")
+        try:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def version(self) -> int:
+        """Changes whenever another connection commits (``PRAGMA data_version``): a cheap
+        "anything new?" before the real queries."""
+        return int(self._query("PRAGMA data_version", ())[0][0])
+
+    def counts(self) -> SlotCounts:
+        try:
+            return _counts(self._conn)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from exc
+
+    def events(self, *, after: int = 0, limit: int = 1000) -> list[tuple[int, LedgerEvent]]:
+        """Log lines with an id above ``after``, oldest first, at most ``limit``."""
+        rows = self._query(
+            "SELECT id, at, kind, slot_idx, attempt, prompt_id, detail FROM event "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [(r[0], LedgerEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))) for r in rows]
+
+    def latest_events(
+        self, *, limit: int = 200, skip_kinds: Sequence[str] = ()
+    ) -> list[tuple[int, LedgerEvent]]:
+        """The newest ``limit`` log lines whose kind is not in ``skip_kinds``, oldest first."""
+        marks = ", ".join("?" for _ in skip_kinds) or "NULL"
+        rows = self._query(
+            "SELECT id, at, kind, slot_idx, attempt, prompt_id, detail FROM event "
+            f"WHERE kind NOT IN ({marks}) ORDER BY id DESC LIMIT ?",
+            (*skip_kinds, limit),
+        )
+        return [(r[0], LedgerEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))) for r in rows][
+            ::-1
+        ]
+
+    def last_event_id(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) FROM event", ())[0][0])
+
+    def last_reading_id(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) FROM reading", ())[0][0])
+
+    def readings(self, *, after: int = 0, limit: int = 5000) -> list[tuple[int, Reading]]:
+        """Sensor readings with an id above ``after``, oldest first, at most ``limit``."""
+        rows = self._query(
+            "SELECT id, at, temperature_c, power_w, vram_free_mb, vram_total_mb, images_done, "
+            "note FROM reading WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [(r[0], Reading(*r[1:])) for r in rows]
+
+    def slot(self, index: int) -> SlotRecord:
+        """One slot; :class:`LedgerError` if there is no slot ``index``."""
+        rows = self._query(f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,))
+        if not rows:
+            raise LedgerError(f"the ledger {self.path} has no slot {index}")
+        return _slot_record(rows[0])
+
+    def done_slots(
+        self, *, offset: int = 0, limit: int = 100, newest_first: bool = False
+    ) -> list[SlotRecord]:
+        """Done slots by index (or newest first), one page of them."""
+        order = "updated DESC, idx DESC" if newest_first else "idx"
+        rows = self._query(
+            f"SELECT {_SLOT_COLUMNS} FROM slot WHERE state = ? ORDER BY {order} LIMIT ? OFFSET ?",
+            (SlotState.DONE.value, limit, offset),
+        )
+        return [_slot_record(r) for r in rows]
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from exc

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SensorName = Literal["auto", "nvml", "nvidia-smi", "comfyui", "sim", "none"]
@@ -79,4 +79,9 @@ class Settings(BaseSettings):
     )
     cool_timeout_s: float = Field(
         default=600.0, gt=0, description="Give up (stop cleanly) if not cooled by then."
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="The web dashboard's access token when it listens beyond loopback; "
+        "None: `comfyline serve` makes one at start and prints it.",
     )
