@@ -38,6 +38,10 @@ class SimStats:
     restarts: int = 0
     blackouts: int = 0
     ws_drops: int = 0
+    #: /view answers cut off by the short_view fault.
+    short_views: int = 0
+    #: WebSocket connections refused by the ws_down_until_idle fault.
+    ws_refused: int = 0
 
     def start(self, prompt_id: str, number: float, now: float) -> PromptRecord:
         """Record that a prompt started; returns its record."""
@@ -66,4 +70,6 @@ class SimStats:
             "restarts": self.restarts,
             "blackouts": self.blackouts,
             "ws_drops": self.ws_drops,
+            "short_views": self.short_views,
+            "ws_refused": self.ws_refused,
         }
