@@ -46,9 +46,12 @@ class Faults:
     #: The first ``/view`` of each image of these prompts states the file's full Content-Length,
     #: sends half of it and closes the connection (a download cut off); later ones are whole.
     short_view_on_prompts: tuple[int, ...] = ()
-    #: With ``drop_ws_after_prompts``: after the drop, refuse new WebSockets (HTTP keeps
-    #: answering) until the queue is empty, so that the prompts in flight finish while their
-    #: client cannot hear them and it has to settle them from ``/history``.
+    #: Close every WebSocket (the server stays up) when these prompts (by execution count)
+    #: start: they run while their client cannot hear them.
+    drop_ws_on_prompts: tuple[int, ...] = ()
+    #: With ``drop_ws_after_prompts``/``drop_ws_on_prompts``: after the drop, refuse new
+    #: WebSockets (HTTP keeps answering) until the queue is empty, so that the prompts in flight
+    #: finish while their client cannot hear them and it has to settle them from ``/history``.
     ws_down_until_idle: bool = False
 
     def to_json(self) -> dict[str, Any]:

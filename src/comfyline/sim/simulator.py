@@ -408,6 +408,8 @@ class Simulator:
         run = _Run(number, prompt_id, prompt, extra, outputs, record)
         self.running = run
         await self.broadcast_status()
+        if record.execution in self.faults.drop_ws_on_prompts:
+            await self._drop_sockets()
         try:
             status = await self._execute(run)
         except _Blackout:
@@ -451,13 +453,17 @@ class Simulator:
         faults = self.faults
         if faults.drop_ws_after_prompts and len(self.stats.prompts) >= faults.drop_ws_after_prompts:
             self.faults = Faults.from_json({"drop_ws_after_prompts": None}, faults)
-            self.stats.ws_drops += 1
-            self._ws_down = faults.ws_down_until_idle
-            await self.close_sockets()
+            await self._drop_sockets()
         after = faults.restart_after_prompts
         if after and self.executed_since_restart >= after:
             self.faults = Faults.from_json({"restart_after_prompts": None}, self.faults)
             self.request_restart(0.5 * self.config.time_scale)
+
+    async def _drop_sockets(self) -> None:
+        """The dropped-WebSocket faults: close every socket, maybe refuse new ones a while."""
+        self.stats.ws_drops += 1
+        self._ws_down = self.faults.ws_down_until_idle
+        await self.close_sockets()
 
     def request_restart(self, away_s: float) -> None:
         """Restart: connections dropped, queue/history/cache lost, away ``away_s`` real s."""
