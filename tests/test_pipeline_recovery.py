@@ -10,6 +10,7 @@ from pathlib import Path
 from comfyline.ledger import Ledger, ledger_path
 from comfyline.orders import load_order
 from comfyline.pipeline import fingerprint
+from comfyline.reports.report import REPORT_FILE, read_report
 from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     check_finished,
@@ -49,6 +50,10 @@ def test_server_restart_mid_order_loses_and_duplicates_nothing(tmp_path: Path) -
     check_finished(order_file, out_root)
     assert report.totals.succeeded == 12
     assert done_events(order_file, out_root) == Counter(range(12))
+    # The restart follows the 5th prompt's end: the one waiting behind it vanished unstarted
+    # and was posted again; nothing was cut off or made twice (no allowance).
+    assert (stats["started"], stats["executed"], stats["cached"]) == (12, 12, 0)
+    assert (stats["interrupted"], stats["lost"]) == (0, 0)
 
 
 def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_path: Path) -> None:
@@ -63,6 +68,7 @@ def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_pat
         sim.wait_up()
         sim.set_faults(Faults())
         run_in_process(order_file, settings_for(sim.url, out_root))
+        stats = sim.stats()
 
     check_finished(order_file, out_root)
     order = load_order(order_file)
@@ -71,6 +77,14 @@ def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_pat
         reasons = [e.detail.get("reason", "") for e in ledger.events("requeued")]
     assert any("unknown on the server" in reason for reason in reasons)
     assert done_events(order_file, out_root) == Counter(range(6))
+    # The dead runner left at most two prompts (MAX_IN_FLIGHT) on the server. The restart cut
+    # off the one running ("lost") and dropped the one waiting (never started); one that
+    # finished before the restart lost its history with it, so its slot was made again. Each
+    # of the two is at most one of these; nothing else ran twice and nothing was interrupted.
+    extra = stats["executed"] - 6
+    assert 0 <= extra and extra + stats["lost"] <= 2, stats
+    assert stats["started"] == stats["executed"] + stats["lost"]
+    assert (stats["interrupted"], stats["cached"]) == (0, 0)
 
 
 def test_rerun_collects_what_the_server_finished_while_the_runner_was_down(
@@ -96,8 +110,8 @@ def test_rerun_collects_what_the_server_finished_while_the_runner_was_down(
     assert "collected from the server's history" in printed
     check_finished(order_file, out_root)
     # Each slot made once: what was finished while the runner was down was not made again.
-    assert stats["executed"] == 5
-    assert stats["interrupted"] == 0
+    assert (stats["started"], stats["executed"], stats["cached"]) == (5, 5, 0)
+    assert (stats["interrupted"], stats["lost"]) == (0, 0)
     collected = {image.prompt_id for image in report.images} & finished_meanwhile
     assert collected == finished_meanwhile
 
@@ -107,9 +121,11 @@ def test_ctrl_c_cancels_on_the_server_saves_the_state_and_says_how_to_resume(
 ) -> None:
     order_file = single_order(tmp_path / "orders", "ctrl-c", 6)
     out_root = tmp_path / "out"
+    folder = output_folder(order_file, out_root)
     with running_simulator(sim_config(tmp_path, fixed_prompt_s=0.3)) as sim:
         runner = start_runner(order_file, sim.url, out_root)
-        wait_for(lambda: server_queue(sim.url), "a prompt on the server")
+        # Two of ours on the server (one running, one waiting): what Ctrl-C must take off.
+        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
         runner.send_signal(signal.SIGINT)
         code, printed = finish(runner)
 
@@ -122,12 +138,25 @@ def test_ctrl_c_cancels_on_the_server_saves_the_state_and_says_how_to_resume(
         assert status.order.state.value == "cancelled"
         assert status.counts.submitted == 0  # what was in flight is back to be made
         assert not status.running
-        assert sim.stats()["interrupted"] + sim.stats()["executed"] >= 1
+        stats = sim.stats()
+        # The server-side cancel: the running prompt is interrupted and the waiting one
+        # deleted (or, if it started in between, interrupted too). Should the running one
+        # finish in the moment between the signal and its interrupt, the one behind it starts
+        # and is interrupted: so at least one interrupt, always.
+        assert stats["interrupted"] >= 1, stats
+        # Images made and not kept are made again on resume. By design at most one (the race
+        # above); not asserted yet: today a signal landing while a result is handled leaves
+        # the batch's feeder alive, and it can post one more slot during the cancel.
+        kept = {image.prompt_id for image in read_report(folder / REPORT_FILE).images}
+        unkept = {p["prompt_id"] for p in stats["prompts"] if p["status"] == "success"} - kept
 
         report, _ = run_in_process(order_file, settings_for(sim.url, out_root))
+        stats = sim.stats()
 
     assert report.order.state == "completed"
     check_finished(order_file, out_root)
+    # Nothing made twice in the resume: one image per slot, plus those made and not kept.
+    assert (stats["executed"], stats["cached"], stats["lost"]) == (6 + len(unkept), 0, 0)
 
 
 def test_a_second_runner_on_the_same_order_refuses(tmp_path: Path) -> None:

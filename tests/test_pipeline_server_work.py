@@ -9,6 +9,7 @@ prompt the simulator started counted (``/sim/stats``).
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from comfyline.ledger import slot_prompt_id
@@ -76,3 +77,24 @@ def test_a_resume_cancels_what_a_dead_runner_left_on_the_server(tmp_path: Path) 
     # Each slot made exactly once, as its second attempt.
     assert (stats["executed"], stats["cached"], stats["lost"]) == (3, 0, 0)
     assert [image.attempts for image in report.images[:2]] == [2, 2]
+
+
+def test_ctrl_c_posts_nothing_after_it_cancels(tmp_path: Path) -> None:
+    order_file = single_order(tmp_path / "orders", "no-more", 4)
+    out_root = tmp_path / "out"
+    # Slot 0 hangs until interrupted: at the signal, slot 0 runs and slot 1 waits.
+    config = sim_config(tmp_path, fixed_prompt_s=0.5, faults=Faults(stuck_on_prompts=(1,)))
+    with running_simulator(config) as sim:
+        runner = start_runner(order_file, sim.url, out_root)
+        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
+        runner.send_signal(signal.SIGINT)
+        code, printed = finish(runner)
+        left = server_queue(sim.url)
+        stats = sim.stats()
+
+    assert code == 130, printed
+    assert left == []
+    # Only the two prompts in flight were ever sent; both were taken off the server.
+    assert stats["posted"] == 2, stats
+    assert stats["executed"] == 0
+    assert 1 <= stats["interrupted"] == stats["started"] <= 2

@@ -207,6 +207,9 @@ class Simulator:
                 await task
             except asyncio.CancelledError:
                 pass
+        run = self.running
+        if run is not None and run.record.end_s is None:  # cut off by a restart or shutdown
+            run.record.status, run.record.end_s = "lost", self.clock()
         if self.thermal is not None:
             self.thermal.set_busy(False)
         self._model_clock.end_work()
@@ -242,6 +245,7 @@ class Simulator:
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
         self._seq += 1
+        self.stats.posted += 1
         item = [number, prompt_id, prompt, extra, result.outputs]
         heapq.heappush(self._heap, (number, self._seq, item))
         if self._wakeup is not None:

@@ -34,6 +34,8 @@ class SimStats:
     """Counters and per-prompt times since the simulator started (restarts do not reset them)."""
 
     prompts: list[PromptRecord] = field(default_factory=list)
+    #: Prompts accepted by POST /prompt (queued), whether or not they ever started.
+    posted: int = 0
     files_written: int = 0
     restarts: int = 0
     blackouts: int = 0
@@ -60,6 +62,7 @@ class SimStats:
         return {
             "prompts": [asdict(p) for p in self.prompts],
             "gaps_s": gaps,
+            "posted": self.posted,
             "started": len(self.prompts),
             "executed": sum(1 for p in done if p.status == "success" and not p.cached),
             "cached": sum(1 for p in done if p.status == "success" and p.cached),
