@@ -1,9 +1,13 @@
 """A slot is done only after its image is checked: orders run through ``pipeline.generate``
 against a simulator that sends images that do not decode, are cut short, have the wrong size,
-or whose download is cut off. Such an image is never kept as a finished one."""
+or whose download is cut off. Such an image is never kept as a finished one. And a file cut off
+while it is written never stands under its final name."""
 
 from __future__ import annotations
 
+import errno
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +102,39 @@ def test_a_download_cut_off_is_fetched_again_whole(tmp_path: Path) -> None:
     server_files = sorted((tmp_path / "comfy-out" / "comfyline" / "short-view").glob("*.png"))
     ours = [finished.images[stem] for stem in sorted(finished.images)]
     assert [pixels(p) for p in ours] == [pixels(p) for p in server_files]
+
+
+# The write cut off: a child process whose file size limit (RLIMIT_FSIZE) stops the write in
+# the middle, as a full disk would. images.write_atomic is what every image, report and sheet
+# is written with.
+_CUT_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+from comfyline.images import write_atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    write_atomic(Path(sys.argv[1]), b"new " * 4096)
+except OSError as exc:
+    print(type(exc).__name__, exc.errno)
+"""
+
+
+def test_a_write_cut_off_midway_leaves_the_old_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / "0001_42.png"
+    target.write_bytes(b"old image")
+    done = subprocess.run(
+        [sys.executable, "-c", _CUT_WRITE, str(target)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["OSError", str(errno.EFBIG)], done.stdout + done.stderr
+    assert target.read_bytes() == b"old image"  # never a partial file under the final name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001_42.png"]  # no temp file left
+
+
+def test_a_write_cut_off_midway_leaves_no_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "0001_42.png"
+    done = subprocess.run(
+        [sys.executable, "-c", _CUT_WRITE, str(target)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["OSError", str(errno.EFBIG)], done.stdout + done.stderr
+    assert list(target.parent.iterdir()) == []
