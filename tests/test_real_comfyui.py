@@ -75,8 +75,11 @@ pytestmark = [
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def write_order(root: Path, order_id: str, count: int, **fields: Any) -> Path:
-    """A ``single`` order at the preview level (256x256), 2 steps unless ``steps`` says."""
+def write_order(root: Path, name: str, count: int, **fields: Any) -> Path:
+    """A ``single`` order at the preview level (256x256), 2 steps unless ``steps`` says. Its id
+    is ``name`` and a random suffix: prompt ids derive from the order id, and the server's
+    history outlives a test run."""
+    order_id = f"{name}-{uuid.uuid4().hex[:8]}"
     folder = root / "orders" / order_id
     folder.mkdir(parents=True)
     overrides = {"steps": fields.pop("steps", 2), **fields.pop("overrides", {})}
@@ -138,7 +141,9 @@ def server_queue() -> list[str]:
     return [item[1] for item in body["queue_running"] + body["queue_pending"]]
 
 
-def ours(order_id: str, slots: int, attempts: int = 3) -> set[str]:
+def ours(order_file: Path, slots: int, attempts: int = 3) -> set[str]:
+    """The prompt ids the order's first ``attempts`` attempts of each slot are sent under."""
+    order_id = load_order(order_file).id
     return {slot_prompt_id(order_id, i, a) for i in range(slots) for a in range(1, attempts + 1)}
 
 
@@ -361,7 +366,7 @@ async def test_batch_file_names(tmp_path: Path) -> None:
 
 def test_two_prompts_in_flight_never_more(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-inflight", 5)
-    mine = ours("real-inflight", 5)
+    mine = ours(order_file, 5)
     runner = start_runner(order_file, tmp_path / "out")
     depths = []
     while runner.poll() is None:
@@ -437,7 +442,7 @@ async def test_a_dropped_connection_mid_order_is_reconnected(tmp_path: Path) -> 
 
 def test_a_killed_runner_is_resumed_and_collects_from_history(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-collect", 3, steps=4)
-    mine = ours("real-collect", 3)
+    mine = ours(order_file, 3)
     runner = start_runner(order_file, tmp_path / "out")
     wait_for(lambda: mine & set(server_queue()), "a prompt of ours on the server")
     runner.kill()
@@ -452,20 +457,27 @@ def test_a_killed_runner_is_resumed_and_collects_from_history(tmp_path: Path) ->
 
 def test_ctrl_c_cancels_our_prompts_on_the_server(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-ctrl-c", 4, steps=10)
-    mine = ours("real-ctrl-c", 4)
+    mine = ours(order_file, 4)
     runner = start_runner(order_file, tmp_path / "out")
     wait_for(lambda: len(mine & set(server_queue())) == 2, "two prompts of ours on the server")
     runner.send_signal(signal.SIGINT)
     code, printed = finish(runner)
     assert code == 130, printed
     assert "Resume with: comfyline run-order" in printed and "Traceback" not in printed
-    assert not mine & set(server_queue())
+    # ComfyUI stops an interrupted prompt at its next sampler step or node, so it may still be
+    # listed as running for a moment after the runner has gone.
+    wait_for(lambda: not mine & set(server_queue()), "our prompts to leave the server")
+    folder = out_folder(order_file, tmp_path / "out")
+    kept = {image.prompt_id for image in read_report(folder / REPORT_FILE).images}
     states = {}
     for prompt_id in mine:
         entry = parse_history(history(prompt_id), prompt_id)
         if entry is not None:
             states[prompt_id] = type(entry.error()).__name__
     assert "ExecutionInterrupted" in states.values(), states
+    # Every prompt of ours that the server finished is an image the run kept: the one running
+    # at the signal was interrupted, the one waiting deleted (no history at all).
+    assert {p for p, state in states.items() if state == "NoneType"} <= kept, states
     code, printed = finish(start_runner(order_file, tmp_path / "out"))
     assert code == 0, printed
     folder = out_folder(order_file, tmp_path / "out")
@@ -475,7 +487,7 @@ def test_ctrl_c_cancels_our_prompts_on_the_server(tmp_path: Path) -> None:
 @pytest.mark.skipif(not RESTART, reason="set REAL_COMFYUI_RESTART to a command that restarts it")
 def test_a_server_restart_while_the_runner_is_down_is_resumed(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-restart", 3, steps=10)
-    mine = ours("real-restart", 3)
+    mine = ours(order_file, 3)
     runner = start_runner(order_file, tmp_path / "out")
     wait_for(lambda: mine & set(server_queue()), "a prompt of ours on the server")
     runner.kill()
