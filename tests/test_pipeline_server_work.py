@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from comfyline.ledger import slot_prompt_id
 from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     check_finished,
@@ -67,7 +66,7 @@ def test_a_resume_cancels_what_a_dead_runner_left_on_the_server(tmp_path: Path) 
         stats = sim.stats()
 
     check_finished(order_file, out_root)
-    assert left == [slot_prompt_id("leftover", i, 1) for i in (0, 1)]
+    assert len(left) == 2  # slot 0's prompt running (listed first), slot 1's waiting
     outcome = {p["prompt_id"]: p["status"] for p in stats["prompts"]}
     # Slot 0's first prompt was interrupted; slot 1's was deleted before it started, or
     # interrupted if it started in between: neither was made.

@@ -50,7 +50,7 @@ from comfyline.errors import (
     WorkflowCheckFailed,
 )
 from comfyline.generation import GenerationRequest
-from comfyline.ledger import Ledger, ledger_path, read_status, slot_prompt_id
+from comfyline.ledger import Ledger, ledger_path, read_status
 from comfyline.orders import load_order, plan
 from comfyline.presets import params_for
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
@@ -77,8 +77,8 @@ pytestmark = [
 
 def write_order(root: Path, name: str, count: int, **fields: Any) -> Path:
     """A ``single`` order at the preview level (256x256), 2 steps unless ``steps`` says. Its id
-    is ``name`` and a random suffix: prompt ids derive from the order id, and the server's
-    history outlives a test run."""
+    is ``name`` and a random suffix: today's prompt ids derive from the order id, and the
+    server's history outlives a test run."""
     order_id = f"{name}-{uuid.uuid4().hex[:8]}"
     folder = root / "orders" / order_id
     folder.mkdir(parents=True)
@@ -136,15 +136,20 @@ def wait_for(condition: Callable[[], T], what: str, timeout_s: float = WAIT_S) -
         time.sleep(0.02)
 
 
-def server_queue() -> list[str]:
+def ours_on_server() -> set[str]:
+    """The prompts comfyline's runners hold on the server, running or waiting (their client
+    ids start with ``comfyline-``; these tests' own clients are named ``real-test-``)."""
     body = httpx.get(f"{URL}/queue", timeout=30).json()
-    return [item[1] for item in body["queue_running"] + body["queue_pending"]]
+    items = body["queue_running"] + body["queue_pending"]
+    return {item[1] for item in items if str(item[3].get("client_id", "")).startswith("comfyline-")}
 
 
-def ours(order_file: Path, slots: int, attempts: int = 3) -> set[str]:
-    """The prompt ids the order's first ``attempts`` attempts of each slot are sent under."""
-    order_id = load_order(order_file).id
-    return {slot_prompt_id(order_id, i, a) for i in range(slots) for a in range(1, attempts + 1)}
+def sent(order_file: Path, output_root: Path) -> set[str]:
+    """Every prompt id the order's ledger says was sent (read once no runner holds it)."""
+    order = load_order(order_file)
+    db = ledger_path(out_folder(order_file, output_root))
+    with Ledger.open(db, order.id, pipeline.fingerprint(order)) as ledger:
+        return {e.prompt_id for e in ledger.events("submitted") if e.prompt_id}
 
 
 def history(prompt_id: str) -> dict[str, Any]:
@@ -165,7 +170,7 @@ def check_images(report: GenerationReport, folder: Path, count: int, size: int =
 @contextlib.asynccontextmanager
 async def comfy_client() -> AsyncIterator[tuple[ComfyClient, WsConnection]]:
     async with httpx.AsyncClient(timeout=60) as http:
-        client = ComfyClient(URL, http, client_id=f"comfyline-real-{uuid.uuid4().hex[:8]}")
+        client = ComfyClient(URL, http, client_id=f"real-test-{uuid.uuid4().hex[:8]}")
         ws = await client.connect_ws()
         try:
             yield client, ws
@@ -366,11 +371,10 @@ async def test_batch_file_names(tmp_path: Path) -> None:
 
 def test_two_prompts_in_flight_never_more(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-inflight", 5)
-    mine = ours(order_file, 5)
     runner = start_runner(order_file, tmp_path / "out")
     depths = []
     while runner.poll() is None:
-        depths.append(len(mine & set(server_queue())))
+        depths.append(len(ours_on_server()))
         time.sleep(0.05)
     code, printed = finish(runner)
     assert code == 0, printed
@@ -442,12 +446,11 @@ async def test_a_dropped_connection_mid_order_is_reconnected(tmp_path: Path) -> 
 
 def test_a_killed_runner_is_resumed_and_collects_from_history(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-collect", 3, steps=4)
-    mine = ours(order_file, 3)
     runner = start_runner(order_file, tmp_path / "out")
-    wait_for(lambda: mine & set(server_queue()), "a prompt of ours on the server")
+    wait_for(ours_on_server, "a prompt of ours on the server")
     runner.kill()
     finish(runner)
-    wait_for(lambda: not mine & set(server_queue()), "the server to finish what it holds")
+    wait_for(lambda: not ours_on_server(), "the server to finish what it holds")
     code, printed = finish(start_runner(order_file, tmp_path / "out"))
     assert code == 0, printed
     assert "collected from the server's history" in printed
@@ -457,20 +460,19 @@ def test_a_killed_runner_is_resumed_and_collects_from_history(tmp_path: Path) ->
 
 def test_ctrl_c_cancels_our_prompts_on_the_server(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-ctrl-c", 4, steps=10)
-    mine = ours(order_file, 4)
     runner = start_runner(order_file, tmp_path / "out")
-    wait_for(lambda: len(mine & set(server_queue())) == 2, "two prompts of ours on the server")
+    wait_for(lambda: len(ours_on_server()) == 2, "two prompts of ours on the server")
     runner.send_signal(signal.SIGINT)
     code, printed = finish(runner)
     assert code == 130, printed
     assert "Resume with: comfyline run-order" in printed and "Traceback" not in printed
     # ComfyUI stops an interrupted prompt at its next sampler step or node, so it may still be
     # listed as running for a moment after the runner has gone.
-    wait_for(lambda: not mine & set(server_queue()), "our prompts to leave the server")
+    wait_for(lambda: not ours_on_server(), "our prompts to leave the server")
     folder = out_folder(order_file, tmp_path / "out")
     kept = {image.prompt_id for image in read_report(folder / REPORT_FILE).images}
     states = {}
-    for prompt_id in mine:
+    for prompt_id in sent(order_file, tmp_path / "out"):
         entry = parse_history(history(prompt_id), prompt_id)
         if entry is not None:
             states[prompt_id] = type(entry.error()).__name__
@@ -487,9 +489,8 @@ def test_ctrl_c_cancels_our_prompts_on_the_server(tmp_path: Path) -> None:
 @pytest.mark.skipif(not RESTART, reason="set REAL_COMFYUI_RESTART to a command that restarts it")
 def test_a_server_restart_while_the_runner_is_down_is_resumed(tmp_path: Path) -> None:
     order_file = write_order(tmp_path, "real-restart", 3, steps=10)
-    mine = ours(order_file, 3)
     runner = start_runner(order_file, tmp_path / "out")
-    wait_for(lambda: mine & set(server_queue()), "a prompt of ours on the server")
+    wait_for(ours_on_server, "a prompt of ours on the server")
     runner.kill()
     finish(runner)
     subprocess.run(RESTART, shell=True, check=True, timeout=WAIT_S)

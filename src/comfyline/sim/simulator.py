@@ -81,7 +81,8 @@ class _Run:
     ui: dict[str, Any] = field(default_factory=dict)
     #: The resolved inputs of the node running now (for execution_error's current_inputs).
     inputs: dict[str, Any] = field(default_factory=dict)
-    #: The fixed prompt time was spent (in the first sampler, or at the end without one).
+    #: The fixed prompt time was spent in the first sampler (a graph without one spends it all
+    #: at the end).
     fixed_done: bool = False
 
     @property
@@ -136,9 +137,12 @@ class Simulator:
         self.clock = clock
         self._model_clock = _ModelClock(clock, config.time_scale)
         self._slept_s = 0.0  # real seconds the running prompt spent in simulated work
-        # The fixed time covers a prompt from its start to its last message: _tail_s is how
-        # long the messages after the fixed work took last time (and when it ended).
+        # The fixed time covers a prompt from its start to its last message. Most of it is spent
+        # in the sampler, less what came after it last time (_after_sampler_s); what is left is
+        # topped up at the end, less what the closing messages took last time (_tail_s).
+        self._after_sampler_s = 0.0
         self._tail_s = 0.0
+        self._sampler_done_s: float | None = None
         self._fixed_done_s: float | None = None
         self.node_defs = load_node_defs(
             config.checkpoints, config.loras, config.upscale_models, config.object_info_files
@@ -426,7 +430,10 @@ class Simulator:
         await self.broadcast_status()
         await self._to_client(run, "executing", {"node": None, "prompt_id": prompt_id})
         record.status, record.end_s = status, self.clock()
-        if self._fixed_done_s is not None:  # learn how long the closing messages take
+        if self._sampler_done_s is not None:  # learn how long the rest of a prompt takes
+            self._after_sampler_s = record.end_s - self._sampler_done_s
+            self._sampler_done_s = None
+        if self._fixed_done_s is not None:  # and how long its closing messages take
             self._tail_s = record.end_s - self._fixed_done_s
             self._fixed_done_s = None
         await self._after_prompt()
@@ -517,7 +524,7 @@ class Simulator:
                 results[node_id] = await self._run_node(run, node_id, results)
                 self.cache[sigs[node_id]] = results[node_id]
                 run.executed.append(node_id)
-            await self._fixed_work(run)
+            await self._fixed_topup(run)
         except nodes.NodeFailure as failure:
             await self._exec_message(run, "execution_error", self._error_data(run, failure))
             return "error"
@@ -550,22 +557,29 @@ class Simulator:
             self._model_clock.advance(model_seconds)
         self._check_blackout()
 
-    async def _fixed_work(self, run: _Run) -> None:
-        """The prompt's fixed time, with the simulator's own work (rendering, saving) counted
-        in, so that ``fixed_prompt_s`` is what one prompt takes, as on a real server.
+    def _fixed_left(self, run: _Run, after_s: float) -> float:
+        """Real seconds of the prompt's fixed time still to spend, ``after_s`` kept back."""
+        elapsed = self.clock() - run.record.start_s - self._slept_s
+        return max(0.0, self.config.fixed_prompt_s * self.config.time_scale - elapsed - after_s)
 
-        Spent in the first sampler (after its steps), where a real server spends its time and
-        where an interrupt stops it, before any image is saved; at the end in a graph without
-        a sampler. Once per prompt."""
-        if run.fixed_done:
+    async def _fixed_work(self, run: _Run) -> None:
+        """The prompt's fixed time, spent in its first sampler (after the steps): where a real
+        server spends its time and where an interrupt stops it, before anything is saved."""
+        if run.fixed_done or self.config.fixed_prompt_s <= 0:
             return
         run.fixed_done = True
+        await self._pause(self._fixed_left(run, self._after_sampler_s))
+        self._sampler_done_s = self.clock()
+        self._check_blackout()
+
+    async def _fixed_topup(self, run: _Run) -> None:
+        """What is left of the fixed time at the end of the prompt (all of it in a graph
+        without a sampler), with the simulator's own work (rendering, saving) counted in, so
+        that ``fixed_prompt_s`` is what one prompt takes, as on a real server."""
         fixed = self.config.fixed_prompt_s
         if fixed > 0:
-            # The nodes after this point and the closing messages take _tail_s (learnt from
-            # the previous prompt): small against any fixed time worth simulating.
-            overhead = self.clock() - run.record.start_s - self._slept_s + self._tail_s
-            await self._pause(max(0.0, fixed * self.config.time_scale - overhead))
+            # Every node ran, outputs included: like ComfyUI, too late to be interrupted.
+            await asyncio.sleep(self._fixed_left(run, self._tail_s))
             self._fixed_done_s = self.clock()
             self._model_clock.advance(fixed)
         self._check_blackout()
