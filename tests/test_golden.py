@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from comfyline.ledger import slot_prompt_id
-from comfyline.orders import derive_seed, load_order, plan
+from comfyline.orders import derive_seed, load, plan
 
 ORDERS = {
     "golden-single": """type: single
@@ -102,14 +102,14 @@ def _order_file(root: Path, order_id: str) -> Path:
 def test_plan_gives_the_golden_slots(order_id: str, tmp_path: Path) -> None:
     path = _order_file(tmp_path, order_id)
     base = RECORDED_BASE if order_id == "golden-random" else None
-    the_plan = plan(load_order(path), path.parent, random_base=base)
+    the_plan = plan(load(path), random_base=base)
     got = [(s.index, s.seed, s.stem, s.key, s.prompt, s.negative) for s in the_plan.slots]
     assert got == GOLDEN[order_id]
 
 
 def test_a_random_order_keeps_its_recorded_base(tmp_path: Path) -> None:
     path = _order_file(tmp_path, "golden-random")
-    the_plan = plan(load_order(path), path.parent, random_base=RECORDED_BASE)
+    the_plan = plan(load(path), random_base=RECORDED_BASE)
     assert the_plan.seed_base == RECORDED_BASE
 
 

@@ -21,6 +21,7 @@ they enter, with ``raise ... from exc``.
     │   ├── ExecutionInterrupted the prompt was interrupted (by us or by someone else)
     │   │   └── PromptDeleted    ... removed from the queue before it ran ("Clear queue")
     │   └── ImageInvalid         an image came back that does not decode or has the wrong size
+    │       └── DownloadCutShort ... because its download ended early (fetched again)
     ├── GuardTripped             the GPU did not cool down in time; the order stopped cleanly
     ├── LedgerError              the order's SQLite ledger is unusable
     │   └── OrderLocked          another runner is working on the same order
@@ -221,6 +222,10 @@ class PromptDeleted(ExecutionInterrupted):
 
 class ImageInvalid(ComfyError):
     """An image from /view does not decode, or is not the size that was asked for."""
+
+
+class DownloadCutShort(ImageInvalid):
+    """An image download ended before the server's Content-Length: fetched again, a few times."""
 
 
 class GuardTripped(ComfylineError):

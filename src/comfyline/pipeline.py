@@ -164,16 +164,23 @@ def slot_request(
     params: GenerationParams | None,
     *,
     checkpoint: str | None,
+    attempt: int = 1,
 ) -> GenerationRequest:
-    """The request that makes ``slot`` (at ``params`` when the run stepped down)."""
+    """The request that makes ``slot`` (at ``params`` when the run stepped down).
+
+    A retry (``attempt`` > 1) saves under another file prefix: ComfyUI answers an identical
+    graph from its cache, SaveImage included, with the very same file, so a retry after a bad
+    image must differ to be saved anew (the pixels above it may still come from the cache).
+    """
     order = loaded.order
+    prefix = f"comfyline/{order.id}/img" + (f"_a{attempt}" if attempt > 1 else "")
     return GenerationRequest(
         prompt=slot.prompt,
         negative=slot.negative,
         seed=slot.seed,
         params=params or slot.params,
         checkpoint=checkpoint,
-        filename_prefix=f"comfyline/{order.id}/img",
+        filename_prefix=prefix,
         prompt_id=prompt_id or None,
         workflow=loaded.workflow,
         inputs=dict(order.inputs),
@@ -327,7 +334,9 @@ class _Run:
         scheduler = Scheduler(
             self.ledger,
             [backend],
-            make_request=lambda i, pid, params: self._request(self.plan.slots[i], pid, params),
+            make_request=lambda i, pid, params, attempt: self._request(
+                self.plan.slots[i], pid, params, attempt
+            ),
             finish=self._finish_slot,
             oom=self.oom,
             prompt_id=lambda i, attempt: slot_prompt_id(
@@ -343,10 +352,16 @@ class _Run:
         return await self._schedule(scheduler)
 
     def _request(
-        self, slot: Slot, prompt_id: str, params: GenerationParams | None = None
+        self,
+        slot: Slot,
+        prompt_id: str,
+        params: GenerationParams | None = None,
+        attempt: int = 1,
     ) -> GenerationRequest:
         checkpoint = getattr(self, "checkpoint", None)
-        return slot_request(self.loaded, slot, prompt_id, params, checkpoint=checkpoint)
+        return slot_request(
+            self.loaded, slot, prompt_id, params, checkpoint=checkpoint, attempt=attempt
+        )
 
     def _guard_event(self, event: GuardEvent) -> None:
         if event.kind == "stepped_down":
@@ -371,7 +386,9 @@ class _Run:
             prompt_id = record.prompt_id or ""
             state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
             if state == "done":
-                request = self._request(self.plan.slots[record.index], prompt_id)
+                request = self._request(
+                    self.plan.slots[record.index], prompt_id, attempt=record.attempt
+                )
                 result = await comfy.collect(request, prompt_id)
                 if result.ok:
                     await self._finish_slot(record.index, result, backend)

@@ -38,7 +38,8 @@ MAX_DELETED_PER_RUN = 3
 """A prompt deleted from the server's queue is sent again, this many times per run at most
 (someone who keeps clearing the queue wants it empty)."""
 
-MakeRequest = Callable[[int, str, GenerationParams | None], GenerationRequest]
+MakeRequest = Callable[[int, str, GenerationParams | None, int], GenerationRequest]
+"""(slot index, prompt id, parameters after a step down, attempt) -> the request."""
 Finish = Callable[[int, GenerationResult, Backend], Awaitable[None]]
 Notify = Callable[[str], None]
 
@@ -142,14 +143,15 @@ class Scheduler:
         while self._has_work():
             if self._resend:
                 index = self._resend.popleft()
-                prompt_id = self.ledger.slot(index).prompt_id or ""
+                record = self.ledger.slot(index)
+                prompt_id, attempt = record.prompt_id or "", record.attempt
             else:
                 index = self._retry.popleft() if self._retry else self._queue.popleft()
                 attempt = self.ledger.slot(index).attempt + 1
                 prompt_id = self._prompt_id(index, attempt)
                 self.ledger.mark_submitted(index, prompt_id, attempt, backend.name)
             self._in_flight[prompt_id] = _Flight(index, backend)
-            yield self._make_request(index, prompt_id, self.oom.params)
+            yield self._make_request(index, prompt_id, self.oom.params, attempt)
 
     def _posted(self, request: GenerationRequest, prompt_id: str) -> None:
         ours = request.prompt_id or ""
