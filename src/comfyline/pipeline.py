@@ -30,7 +30,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -46,33 +45,27 @@ from comfyline.errors import (
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
 from comfyline.generation import GenerationRequest, GenerationResult
-from comfyline.guard import GuardEvent, OomRecovery
-from comfyline.guard.sensors import parse_system_stats
+from comfyline.guard import OomRecovery
 from comfyline.images import TEMP_SUFFIX
 from comfyline.ledger import (
     Ledger,
     OrderState,
-    SlotState,
     ledger_path,
     read_status,
     slot_prompt_id,
 )
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
-from comfyline.outputs import WrittenImage, write_images
+from comfyline.outputs import SlotWriter
 from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
-from comfyline.quality import QcResult, SeriesChecker
+from comfyline.recovery import reconcile
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
+from comfyline.runlog import AFTER_FREE as AFTER_FREE  # smoke.py reads it here
+from comfyline.runlog import RunLog
 from comfyline.scheduler import Scheduler
 from comfyline.schemas.order import Order
 from comfyline.settings import Settings
-
-AFTER_FREE = "after /free"
-"""The note of the reading taken once the series' memory was freed on the server."""
-
-LONG_HOLD_S = 10.0
-"""A hold of the guard at least this long is said on the console (all are in the report)."""
 
 _TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}" + re.escape(TEMP_SUFFIX))
 """The temp files of ``images.write_atomic`` (``.{name}.{12 hex}.tmp``)."""
@@ -242,7 +235,7 @@ class _Run:
             with self._open_ledger(db):
                 if self.ledger.counts().done == self.ledger.counts().total:
                     return self._already_complete()
-                self._move_to(OrderState.QUEUED)
+                self.log.move_to(OrderState.QUEUED)
                 return await self._run_on(backend)
 
     @contextlib.contextmanager
@@ -250,9 +243,10 @@ class _Run:
         print_ = fingerprint(self.loaded)
         with Ledger.open(db, self.order.id, print_, comfyline_version=__version__) as ledger:
             self.ledger = ledger
-            self._ledger_id = _file_id(ledger.path)
+            self.log = RunLog(ledger, self.notify)
             _remove_temp_files(self.out)
             self.plan = self._plan()
+            self.writer = SlotWriter(self.out, ledger, self.plan, self.order, self.notify)
             ledger.ensure_slots(self.plan)
             yield ledger
 
@@ -260,21 +254,6 @@ class _Run:
         first = plan(self.loaded)
         base = self.ledger.ensure_seed_base(first.seed_base)
         return first if base == first.seed_base else plan(self.loaded, random_base=base)
-
-    def _move_to(self, state: OrderState) -> None:
-        current = self.ledger.order().state
-        if current is OrderState.NEW:
-            self.ledger.set_order_state(OrderState.VALIDATED)
-            current = OrderState.VALIDATED
-        if state is OrderState.COMPLETED and current is not OrderState.RUNNING:
-            self._move_to(OrderState.RUNNING)  # a run killed while it finished: settle it now
-            current = OrderState.RUNNING
-        if state is OrderState.RUNNING and current is not OrderState.QUEUED:
-            self._move_to(OrderState.QUEUED)
-            current = OrderState.QUEUED
-        # RUNNING -> QUEUED too: the last runner died mid-run and this one picks the order up.
-        if current is not state:
-            self.ledger.set_order_state(state)
 
     def _already_complete(self) -> GenerationReport:
         """Nothing to make. A report that is not the final one (a run killed while it wrote
@@ -287,7 +266,7 @@ class _Run:
                     self.notify(f"order {self.order.id!r} is already complete: nothing to do.")
                     return report
         self.notify(f"order {self.order.id!r} was already made; its report is brought up to date.")
-        self._move_to(OrderState.COMPLETED)
+        self.log.move_to(OrderState.COMPLETED)
         return self._finalize(OrderState.COMPLETED, ran=False)
 
     # -- 3: check ------------------------------------------------------------------------
@@ -313,7 +292,7 @@ class _Run:
         backend.start_guard(
             self.settings,
             self.order.quality,
-            on_event=self._guard_event,
+            on_event=self.log.guard_event,
             clock=self.clock,
             sleep=self.sleep,
         )
@@ -326,9 +305,9 @@ class _Run:
             sensor=backend.sensor,
             clock=self.clock,
             sleep=self.sleep,
-            on_event=self._guard_event,
+            on_event=self.log.guard_event,
         )
-        self._move_to(OrderState.RUNNING)
+        self.log.move_to(OrderState.RUNNING)
         counts = self.ledger.counts()
         self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
         scheduler = Scheduler(
@@ -363,55 +342,18 @@ class _Run:
             self.loaded, slot, prompt_id, params, checkpoint=checkpoint, attempt=attempt
         )
 
-    def _guard_event(self, event: GuardEvent) -> None:
-        if event.kind == "stepped_down":
-            return  # recorded by the scheduler, with the slot and from/to for the report
-        detail: dict[str, Any] = {"message": event.message}
-        if event.temperature_c is not None:
-            detail["temperature_c"] = event.temperature_c
-        if event.seconds is not None:
-            detail["seconds"] = event.seconds
-        self.ledger.record_event(f"guard.{event.kind}", detail=detail)
-        # Short holds come before nearly every image of a warm card: they are in the report
-        # and the rate, and a line each would bury everything else.
-        if event.kind != "held" or (event.seconds or 0.0) >= LONG_HOLD_S:
-            self.notify(f"guard: {event.message}")
-
     # -- 4: reconcile --------------------------------------------------------------------
 
     async def _reconcile(self, backend: Backend, scheduler: Scheduler) -> None:
-        """Settle the slots a previous run left SUBMITTED (it died, or the server restarted)."""
-        comfy = backend.adapter
-        for record in self.ledger.submitted():
-            prompt_id = record.prompt_id or ""
-            state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
-            if state == "done":
-                request = self._request(
-                    self.plan.slots[record.index], prompt_id, attempt=record.attempt
-                )
-                result = await comfy.collect(request, prompt_id)
-                if result.ok:
-                    await self._finish_slot(record.index, result, backend)
-                    self.notify(f"slot {record.index}: collected from the server's history")
-                    continue
-                self.ledger.mark_failed(record.index, result.error or ComfyError("?"))
-            elif state in ("pending", "running"):
-                # Its messages go to the dead runner's socket, so we cannot watch it: cancel it
-                # and make it again (at most the two prompts that were in flight).
-                await comfy.cancel(prompt_id)
-            elif state == "unknown" and prompt_id:
-                # Never reached the server (killed before the POST), or lost by a restart:
-                # nothing ran, so it goes again under the same id, as the same attempt.
-                self.ledger.record_event(
-                    "resent",
-                    index=record.index,
-                    attempt=record.attempt,
-                    prompt_id=prompt_id,
-                    detail={"reason": "previous run left it unknown on the server"},
-                )
-                scheduler.resend(record.index)
-                continue
-            self.ledger.requeue(record.index, f"previous run left it {state} on the server")
+        """Settle the slots a previous run left SUBMITTED (:mod:`comfyline.recovery`)."""
+        await reconcile(
+            self.ledger,
+            backend,
+            scheduler,
+            request=lambda i, pid, attempt: self._request(self.plan.slots[i], pid, attempt=attempt),
+            finish=self._finish_slot,
+            notify=self.notify,
+        )
 
     # -- 5: schedule ---------------------------------------------------------------------
 
@@ -425,109 +367,17 @@ class _Run:
         except BaseException as exc:  # Ctrl-C (CancelledError) included: save, then re-raise
             await self._stop(exc, scheduler)
             raise
-        await self._release_memory()
-        return self._finalize(self._end_state())
-
-    async def _release_memory(self) -> None:
-        """Free the series' cache on the server and record what it then uses (the smoke test
-        shows it: memory is freed there, never by ``gc.collect()`` in our process)."""
-        with contextlib.suppress(ComfyError, ValueError):
-            stats = await self.backend.adapter.free_memory(unload_models=False)
-            after = parse_system_stats(stats)
-            if after.vram_total_bytes is not None and after.vram_used_bytes is not None:
-                self.ledger.record_reading(
-                    vram_free_mb=(after.vram_total_bytes - after.vram_used_bytes) / 2**20,
-                    vram_total_mb=after.vram_total_bytes / 2**20,
-                    note=AFTER_FREE,
-                )
+        await self.log.release_memory(self.backend.adapter)
+        return self._finalize(self.log.end_state())
 
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
-        self._check_ledger_in_place()
-        slot = self.plan.slots[index]
-        parameters = self._png_parameters(slot, result, backend)
-        images = [(i.data, i.width, i.height) for i in result.images]
-        written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
-        if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
-            earlier = {
-                file: check["phash"]
-                for done in self.ledger.iter_slots(SlotState.DONE)
-                for file, check in zip(done.files, done.qc, strict=False)
-                if check.get("phash")
-            }
-            self.qc = SeriesChecker(self.order.qc, earlier)
-        checks = await asyncio.to_thread(self._quality_checks, result, written)
-        made = result.request.params
-        self.ledger.mark_done(
-            index,
-            [w.path.relative_to(self.out).as_posix() for w in written],
-            [w.sha256 for w in written],
-            result.seconds,
-            made.model_dump(mode="json") if made != slot.params else None,
-            sizes=[(w.width, w.height) for w in written],
-            wall_seconds=result.wall_seconds or None,
-            checkpoint=self.checkpoint,
-            qc=[c.to_json() for c in checks],
-        )
-        for check in checks:
-            if not check.ok:
-                flags = ", ".join(check.flags)
-                more = f" of {check.duplicate_of}" if check.duplicate_of else ""
-                self.notify(f"quality: {check.source} is {flags}{more}")
-
-    def _quality_checks(
-        self, result: GenerationResult, written: list[WrittenImage]
-    ) -> list[QcResult]:
-        """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
-        (flags only: what to sell is decided at review and export)."""
-        return [
-            self.qc.check(image.data, Path(w.path).name)
-            for image, w in zip(result.images, written, strict=True)
-        ]
+        await self.writer.finish(index, result, backend, self.checkpoint)
 
     def _counted(self, ok: bool) -> None:
         snapshot = self.throughput.image_done(ok)
         if hasattr(self, "throughput_display"):
             self.throughput_display.update(snapshot)
-
-    def _check_ledger_in_place(self) -> None:
-        # A folder deleted (or moved) under a run would take the ledger with it while our open
-        # handle writes on into nothing: stop rather than "complete" an order nobody can see.
-        if _file_id(self.ledger.path) != self._ledger_id:
-            raise LedgerError(
-                f"the order's ledger {self.ledger.path} was deleted or moved while the run was "
-                "writing to it (was the output folder removed?); the run stopped. Run the order "
-                "again to make what is missing"
-            )
-
-    def _png_parameters(
-        self, slot: Slot, result: GenerationResult, backend: Backend
-    ) -> dict[str, Any]:
-        p = result.request.params
-        parameters: dict[str, Any] = {
-            "prompt": slot.prompt,
-            "negative": slot.negative,
-            "seed": slot.seed,
-            "steps": p.steps,
-            "cfg": p.cfg,
-            "sampler": p.sampler,
-            "scheduler": p.scheduler,
-            "denoise": p.denoise,
-            "batch_size": p.batch_size,
-            "latent_width": p.width,
-            "latent_height": p.height,
-            "checkpoint": self.checkpoint,
-            "order": self.order.id,
-            "index": slot.index,
-            "quality": self.order.quality,
-            "prompt_id": result.prompt_id,
-            "server": "comfyline simulator" if backend.simulated else backend.url,
-        }
-        if slot.title:
-            parameters["title"] = slot.title
-        if slot.keywords:
-            parameters["keywords"] = list(slot.keywords)
-        return parameters
 
     async def _stop(self, exc: BaseException, scheduler: Scheduler) -> None:
         """Save the state of a run that did not finish, and say how to resume it."""
@@ -538,7 +388,7 @@ class _Run:
             if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
                 await scheduler.stop()
             user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            state = OrderState.CANCELLED if user_stop else self._end_state()
+            state = OrderState.CANCELLED if user_stop else self.log.end_state()
         with contextlib.suppress(LedgerError):
             self._finalize(state)
         self.notify(f"stopped; state saved. Resume with: {self._resume_command()}")
@@ -564,17 +414,9 @@ class _Run:
 
     # -- 6: finish -----------------------------------------------------------------------
 
-    def _end_state(self) -> OrderState:
-        counts = self.ledger.counts()
-        if counts.done == counts.total:
-            return OrderState.COMPLETED
-        if counts.done == 0:
-            return OrderState.FAILED
-        return OrderState.PARTIAL
-
     def _finalize(self, state: OrderState, *, ran: bool = True) -> GenerationReport:
         if self.ledger.order().state is not state:
-            self._move_to(state)
+            self.log.move_to(state)
         if ran:
             self.ledger.record_event(RUN_END, detail={"seconds": self.clock() - self.started})
         oom = getattr(self, "oom", None)
@@ -619,11 +461,3 @@ def _complete(db: Path) -> bool:
         counts = read_status(db).counts
         return counts.total > 0 and counts.done == counts.total
     return False
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
