@@ -324,7 +324,9 @@ class SeriesChecker:
 
     def __init__(self, settings: QcSettings, earlier: Mapping[str, str] | None = None) -> None:
         self.settings = settings
-        self._earlier: dict[str, str] = dict(earlier or {})
+        # Hashes kept as integers: the search over thousands of earlier images is one XOR and
+        # one bit count each, not a hex parse.
+        self._earlier: dict[str, int] = {k: int(v, 16) for k, v in (earlier or {}).items()}
 
     def check(self, data: bytes, name: str) -> QcResult:
         """The checks of the image ``data`` (file ``name``), remembered for the next ones."""
@@ -332,6 +334,10 @@ class SeriesChecker:
         distance = self.settings.duplicate_distance
         if result.phash is None or distance is None:
             return result
-        match = first_near_duplicate(result.phash, self._earlier, distance)
-        self._earlier[name] = result.phash
+        value = int(result.phash, 16)
+        match = next(
+            (k for k, other in self._earlier.items() if (value ^ other).bit_count() <= distance),
+            None,
+        )
+        self._earlier[name] = value
         return result if match is None else result.as_near_duplicate_of(match)
