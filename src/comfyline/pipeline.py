@@ -6,11 +6,13 @@ The run reads top to bottom:
    a second runner out);
 2. **plan** its slots (pure) and record them; an order whose slots are all done rebuilds a
    report that is not final and says there is nothing to do;
-3. **check** against the server before any GPU time (:mod:`comfyline.preflight`): the
-   checkpoint, the filled graph against ``/object_info``, sampler and scheduler;
-4. **reconcile** what a previous run left in flight: collect what the server finished while we
-   were down, cancel what it still holds for a dead client, resend what it never had;
-5. **schedule** the remaining slots onto the backend (:mod:`comfyline.scheduler`); each image is
+3. **check** against each server before any GPU time (:mod:`comfyline.preflight`): the
+   checkpoint, the filled graph against ``/object_info``, sampler and scheduler; a server that
+   lacks something the order needs is left out of it, and the run says so;
+4. **reconcile** what a previous run left in flight, each slot on the server it was sent to:
+   collect what the server finished while we were down, cancel what it still holds for a dead
+   client, resend what it never had;
+5. **schedule** the remaining slots onto the backends (:mod:`comfyline.scheduler`); each image is
    written once, parameters embedded, hashed from the bytes written, then marked done;
 6. **finish**: ``generation_report.json``, the contact sheet and the run chart.
 
@@ -35,7 +37,7 @@ from typing import Any
 from rich.console import Console
 
 from comfyline import __version__
-from comfyline.backends import Backend, open_backend
+from comfyline.backends import Backend, open_backends
 from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
@@ -43,20 +45,30 @@ from comfyline.errors import (
     ConfigError,
     GuardTripped,
     LedgerError,
+    NoFittingBackend,
+    WorkflowError,
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import GuardEvent, OomRecovery
 from comfyline.guard.sensors import parse_system_stats
 from comfyline.images import TEMP_SUFFIX
-from comfyline.ledger import Ledger, OrderState, ledger_path, read_status, slot_prompt_id
+from comfyline.ledger import (
+    Ledger,
+    OrderState,
+    SlotState,
+    ledger_path,
+    read_status,
+    slot_prompt_id,
+)
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
 from comfyline.outputs import write_images
+from comfyline.pool import BackendPool, Claim
 from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
-from comfyline.scheduler import Scheduler
+from comfyline.scheduler import OomTarget, Scheduler
 from comfyline.schemas.order import Order
 from comfyline.settings import Settings
 
@@ -90,7 +102,8 @@ def fingerprint(loaded: LoadedOrder) -> str:
     """A hash of what the order asks for (not of its formatting or comments), and of the
     content of every file it uses (CSV, profiles, workflow): the ledger refuses to resume an
     order that changed since its first run."""
-    text = loaded.order.model_dump_json() + loaded.sources_sha256
+    # When and how urgently it runs (priority, schedule) is not what it makes.
+    text = loaded.order.model_dump_json(exclude={"priority", "schedule"}) + loaded.sources_sha256
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -103,15 +116,19 @@ async def generate(
     output: Path | None = None,
     console: Console | None = None,
     resume_hint: str | None = None,
+    urls: tuple[str, ...] = (),
+    pool: BackendPool | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> GenerationReport:
     """Run ``order`` to completion; its report (what ``generation_report.json`` holds).
 
     ``order`` is the path of a ``project.yaml`` (or its folder), or an order already loaded.
-    The server is ``settings.comfyui_url``; ``sim`` runs on the built-in simulator, and with
-    ``sim_if_unreachable`` (None: only when the URL is the default one) the simulator stands in
-    when nothing answers, and the run says so. ``output`` replaces the order's output folder.
+    The servers are ``urls``, else those the settings name
+    (:func:`comfyline.backends_config.backend_specs`); ``sim`` runs on the built-in simulator,
+    and with ``sim_if_unreachable`` (None: only when the URL is the default one) the simulator
+    stands in when nothing answers, and the run says so. ``pool``: servers already open, shared
+    with other orders (``comfyline line``). ``output`` replaces the order's output folder.
     Raises :class:`OrderError` for an invalid order, :class:`ComfyError` subclasses when the
     server cannot be used, :class:`GuardTripped` when the card did not cool; in every case the
     ledger holds what was done, and running the order again resumes it.
@@ -123,7 +140,7 @@ async def generate(
         out,
         settings,
         console or Console(stderr=True),
-        _Options(sim, sim_if_unreachable, resume_hint),
+        _Options(sim, sim_if_unreachable, resume_hint, urls, pool),
         clock,
         sleep,
     )
@@ -176,6 +193,8 @@ class _Options:
     sim: bool
     sim_if_unreachable: bool | None
     resume_hint: str | None
+    urls: tuple[str, ...] = ()
+    pool: BackendPool | None = None
 
 
 class _Run:
@@ -211,22 +230,34 @@ class _Run:
             with self._open_ledger(db):
                 return self._already_complete()
         async with contextlib.AsyncExitStack() as stack:
-            # The server first: one that does not answer is an error before anything is
-            # written (and a simulator that stands in says so before the run starts).
-            backend = await open_backend(
-                self.settings,
-                stack,
-                force_sim=self.options.sim,
-                sim_if_unreachable=self.options.sim_if_unreachable,
-                notify=self.notify,
-                clock=self.clock,
-                sleep=self.sleep,
-            )
+            # The servers first: none answering is an error before anything is written (and
+            # a simulator that stands in says so before the run starts).
+            pool = self.options.pool or await self._open_pool(stack)
             with self._open_ledger(db):
                 if self.ledger.counts().done == self.ledger.counts().total:
                     return self._already_complete()
                 self._move_to(OrderState.QUEUED)
-                return await self._run_on(backend)
+                return await self._run_on(pool)
+
+    async def _open_pool(self, stack: contextlib.AsyncExitStack) -> BackendPool:
+        backends = await open_backends(
+            self.settings,
+            stack,
+            urls=self.options.urls,
+            force_sim=self.options.sim,
+            sim_if_unreachable=self.options.sim_if_unreachable,
+            notify=self.notify,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+        pool = BackendPool(
+            backends, self.settings, on_health=self._health, clock=self.clock, sleep=self.sleep
+        )
+        stack.push_async_callback(pool.aclose)
+        return pool
+
+    def _health(self, backend: Backend, up: bool, why: str) -> None:
+        self.notify(f"server {backend.name} " + ("is back" if up else f"lost: {why}"))
 
     @contextlib.contextmanager
     def _open_ledger(self, db: Path) -> Iterator[Ledger]:
@@ -275,38 +306,38 @@ class _Run:
 
     # -- 3: check ------------------------------------------------------------------------
 
-    async def _run_on(self, backend: Backend) -> GenerationReport:
-        self.backend = backend
+    async def _run_on(self, pool: BackendPool) -> GenerationReport:
+        self.pool = pool
+        up = [b for b in pool.backends if pool.is_up(b)]
+        if not up:
+            raise ComfyUnavailable(
+                "no ComfyUI server of the run answers now: "
+                + "; ".join(f"{b.name} ({pool.lost_reason(b)})" for b in pool.backends)
+            )
+        self.backend = up[0]
         self.ledger.record_event(
             RUN_START,
             detail={
-                "url": backend.url,
-                "simulated": backend.simulated,
-                "comfyui_version": backend.comfyui_version,
-                "device": backend.device,
+                "url": self.backend.url,
+                "simulated": self.backend.simulated,
+                "comfyui_version": self.backend.comfyui_version,
+                "device": self.backend.device,
+                "backends": [b.describe() for b in pool.backends],
                 "pid": os.getpid(),
             },
         )
         self.started = self.clock()
-        first = self._request(self.plan.slots[0], "")
-        checked = await preflight(
-            backend.adapter, first, self.order.checkpoint or self.settings.checkpoint
-        )
-        self.checkpoint = checked.checkpoint
-        backend.start_guard(
-            self.settings,
-            self.order.quality,
-            on_event=self._guard_event,
-            clock=self.clock,
-            sleep=self.sleep,
-        )
+        fit = await self._check_backends(up)
+        self.backend = fit[0]
+        self.backends = [b for b in pool.backends if b in fit or not pool.is_up(b)]
+        target = OomTarget(self.backend)
         self.oom = OomRecovery(
             self.order.params,
             self.order.quality,
             # A slot makes batch_size images; a smaller batch would silently drop some.
             min_batch=self.order.batch_size,
-            free_memory=backend.free_memory,
-            sensor=backend.sensor,
+            free_memory=target.free_memory,
+            sensor=target,
             clock=self.clock,
             sleep=self.sleep,
             on_event=self._guard_event,
@@ -314,9 +345,12 @@ class _Run:
         self._move_to(OrderState.RUNNING)
         counts = self.ledger.counts()
         self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
+        claim = Claim(self.order.id, self.order.priority, self.order.quality, self._guard_event)
         scheduler = Scheduler(
             self.ledger,
-            [backend],
+            self.backends,
+            pool=pool,
+            claim=claim,
             make_request=lambda i, pid, params: self._request(self.plan.slots[i], pid, params),
             finish=self._finish_slot,
             oom=self.oom,
@@ -325,12 +359,60 @@ class _Run:
             ),
             notify=self.notify,
             on_result=self._counted,
+            oom_target=target,
+            admit=self._admit,
+            admitted=tuple(b.name for b in fit),
         )
-        await self._reconcile(backend, scheduler)
-        for record in self.ledger.failed():
-            self.ledger.requeue(record.index, "retried by a new run")
-        scheduler.add([r.index for r in self.ledger.pending()])
-        return await self._schedule(scheduler)
+        try:
+            await self._reconcile(scheduler)
+            for record in self.ledger.failed():
+                self.ledger.requeue(record.index, "retried by a new run")
+            scheduler.add([r.index for r in self.ledger.iter_slots(SlotState.PLANNED)])
+            return await self._schedule(scheduler)
+        finally:
+            pool.forget(claim)
+
+    async def _check_backends(self, up: list[Backend]) -> list[Backend]:
+        """The servers that fit the order (pre-flight on each); the others are left out and
+        the run says why. All must use one checkpoint: a series is made with one."""
+        first = self._request(self.plan.slots[0], "")
+        fit: list[Backend] = []
+        failures: list[tuple[Backend, Exception]] = []
+        for backend in up:
+            try:
+                await self._preflight(backend, first)
+            except (ComfyError, ConfigError, WorkflowError) as exc:
+                failures.append((backend, exc))
+                continue
+            fit.append(backend)
+        if not fit:
+            if len(failures) == 1:
+                raise failures[0][1]
+            raise NoFittingBackend([(b.name, str(exc)) for b, exc in failures])
+        for backend, problem in failures:
+            self._left_out(backend, problem)
+        return fit
+
+    async def _preflight(self, backend: Backend, first: GenerationRequest) -> None:
+        named = self.order.checkpoint or self.settings.checkpoint
+        named = named or getattr(self, "checkpoint", None)  # the first server's, for the rest
+        checked = await preflight(backend.adapter, first, named)
+        self.checkpoint = checked.checkpoint
+
+    async def _admit(self, backend: Backend) -> bool:
+        """Whether a server that answered only after the run began fits the order."""
+        try:
+            await self._preflight(backend, self._request(self.plan.slots[0], ""))
+        except (ComfyError, ConfigError, WorkflowError) as exc:
+            self._left_out(backend, exc)
+            return False
+        return True
+
+    def _left_out(self, backend: Backend, exc: Exception) -> None:
+        self.ledger.record_event(
+            "backend.left_out", detail={"backend": backend.name, "reason": str(exc)}
+        )
+        self.notify(f"server {backend.name} is left out of this order: {exc}")
 
     def _request(
         self, slot: Slot, prompt_id: str, params: GenerationParams | None = None
@@ -354,10 +436,16 @@ class _Run:
 
     # -- 4: reconcile --------------------------------------------------------------------
 
-    async def _reconcile(self, backend: Backend, scheduler: Scheduler) -> None:
-        """Settle the slots a previous run left SUBMITTED (it died, or the server restarted)."""
-        comfy = backend.adapter
+    async def _reconcile(self, scheduler: Scheduler) -> None:
+        """Settle the slots a previous run left SUBMITTED (it died, or the server restarted),
+        each on the server it was sent to."""
         for record in self.ledger.submitted():
+            backend = self._server_of(record.backend)
+            if backend is None or not self.pool.is_up(backend):
+                # Lost, or no longer configured: asked when it answers, else made elsewhere.
+                scheduler.hand_back(record.index)
+                continue
+            comfy = backend.adapter
             prompt_id = record.prompt_id or ""
             state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
             if state == "done":
@@ -382,9 +470,16 @@ class _Run:
                     prompt_id=prompt_id,
                     detail={"reason": "previous run left it unknown on the server"},
                 )
-                scheduler.resend(record.index)
+                scheduler.resend(record.index, backend)
                 continue
             self.ledger.requeue(record.index, f"previous run left it {state} on the server")
+
+    def _server_of(self, name: str | None) -> Backend | None:
+        """The server a slot was sent to; with one server, that one (a ledger from before
+        servers were named, or a server that moved to another port)."""
+        if len(self.pool.backends) == 1:
+            return self.pool.backends[0]
+        return self.pool.by_name(name)
 
     # -- 5: schedule ---------------------------------------------------------------------
 
@@ -404,15 +499,18 @@ class _Run:
     async def _release_memory(self) -> None:
         """Free the series' cache on the server and record what it then uses (the smoke test
         shows it: memory is freed there, never by ``gc.collect()`` in our process)."""
-        with contextlib.suppress(ComfyError, ValueError):
-            stats = await self.backend.adapter.free_memory(unload_models=False)
-            after = parse_system_stats(stats)
-            if after.vram_total_bytes is not None and after.vram_used_bytes is not None:
-                self.ledger.record_reading(
-                    vram_free_mb=(after.vram_total_bytes - after.vram_used_bytes) / 2**20,
-                    vram_total_mb=after.vram_total_bytes / 2**20,
-                    note=AFTER_FREE,
-                )
+        for backend in self.backends:
+            if not self.pool.is_up(backend):
+                continue
+            with contextlib.suppress(ComfyError, ValueError):
+                stats = await backend.adapter.free_memory(unload_models=False)
+                after = parse_system_stats(stats)
+                if after.vram_total_bytes is not None and after.vram_used_bytes is not None:
+                    self.ledger.record_reading(
+                        vram_free_mb=(after.vram_total_bytes - after.vram_used_bytes) / 2**20,
+                        vram_total_mb=after.vram_total_bytes / 2**20,
+                        note=AFTER_FREE,
+                    )
 
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
@@ -497,13 +595,15 @@ class _Run:
         command = f"comfyline run-order {self.loaded.file}"
         if self.options.sim or getattr(self, "backend", None) and self.backend.simulated:
             return command + " --sim"
-        if hasattr(self, "backend"):
-            return command + f" --comfyui {self.backend.url}"
+        if hasattr(self, "pool"):
+            return command + "".join(f" --comfyui {b.url}" for b in self.pool.backends)
         return command
 
     def _banner(self, waiting: int) -> str:
         p = self.order.params
         where = "the built-in simulator" if self.backend.simulated else self.backend.url
+        if len(self.backends) > 1:
+            where = f"{len(self.backends)} servers: " + ", ".join(b.name for b in self.backends)
         return (
             f"order {self.order.id!r}: {waiting} of {len(self.plan)} prompts to make, "
             f"{self.order.quality} {p.width}x{p.height}, {p.steps} steps, on {where}"

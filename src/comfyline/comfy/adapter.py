@@ -16,13 +16,18 @@ How a prompt travels:
    (each with a total deadline and a size cap) and checked: they decode, have the size the graph
    makes, and are exactly as many as the batch.
 
-A prompt's deadline starts when it starts executing (``execution_start``), never while it waits
-behind someone else's work. While it waits, the queue is looked at on every ``status`` message
-and every ``queue_check_s``: a prompt of ours that left the queue without running was deleted
-(:class:`PromptDeleted`). When the socket drops, the listener reconnects (backoff bounded by
-``reconnect_timeout_s``) and reconciles every prompt in flight from ``/queue`` and ``/history``:
-still queued -> keep waiting; in history -> settled from there; in neither (the server restarted
-and lost it) -> posted again under the same prompt_id.
+A prompt's deadline (the watchdog) starts when it starts executing (``execution_start``), never
+while it waits behind someone else's work, and starts again with every sign of progress
+(``executing``, ``progress``, ``progress_state``, ``executed``): a prompt of ours that shows none
+for the budget (``first_prompt_timeout_s``, later ``prompt_timeout_factor`` times the slowest
+prompt so far, at least ``min_prompt_timeout_s``) is interrupted - ``/interrupt`` names its
+prompt_id, so another client's prompt is never touched - and fails with :class:`ComfyTimeout`.
+While it waits, the queue is looked at on every ``status`` message and every ``queue_check_s``:
+a prompt of ours that left the queue without running was deleted (:class:`PromptDeleted`).
+When the socket drops, the listener reconnects (backoff bounded by ``reconnect_timeout_s``)
+and reconciles every prompt in flight from ``/queue`` and ``/history``: still queued -> keep
+waiting; in history -> settled from there; in neither (the server restarted and lost it) ->
+posted again under the same prompt_id.
 """
 
 from __future__ import annotations
@@ -92,6 +97,11 @@ _PER_REQUEST_ERRORS = (
     ComfyTimeout,
 )
 """Failures of one request; anything else (the server gone, not ComfyUI) ends a batch."""
+
+_PROGRESS = frozenset(
+    {MessageType.EXECUTING, MessageType.PROGRESS, MessageType.PROGRESS_STATE, MessageType.EXECUTED}
+)
+"""Messages that show a running prompt of ours moving: each restarts its deadline."""
 
 T = TypeVar("T")
 Gate = Callable[[], Awaitable[None]]
@@ -439,8 +449,8 @@ class ComfyUIAdapter:
                 async with asyncio.timeout(CANCEL_TIMEOUT_S):
                     await self.cancel(prompt.prompt_id)
             raise ComfyTimeout(
-                f"prompt {prompt.prompt_id} ran for more than {budget:.1f} s on {self.url} "
-                "without finishing (stuck?); it was interrupted on the server",
+                f"prompt {prompt.prompt_id} showed no progress for more than {budget:.1f} s "
+                f"while it ran on {self.url} (stuck?); it was interrupted on the server",
                 prompt_id=prompt.prompt_id,
             ) from None
         finally:
@@ -500,6 +510,8 @@ class ComfyUIAdapter:
         async with self._listener_lock:
             if self._tasks and not self._tasks[0].done():
                 return
+            for task in self._tasks:  # a listener that gave up: its queue watcher goes too
+                task.cancel()
             self._ws = await self.client.connect_ws()
             self._tasks = [
                 asyncio.create_task(self._listen(), name="comfyline-ws-listener"),
@@ -541,6 +553,8 @@ class ComfyUIAdapter:
         if prompt is None or prompt.future.done():
             return  # someone else's prompt, or a broadcast
         data, kind = message.data, message.type
+        if kind in _PROGRESS and prompt.started and not message.is_prompt_end:
+            self._arm(prompt)  # the watchdog: stuck means no progress, not merely slow
         if kind == MessageType.EXECUTION_START:
             prompt.started = True
             _stamp(prompt, "start", data)
@@ -705,15 +719,26 @@ class ComfyUIAdapter:
         server accepts a moment later), then each unsettled prompt is deleted and interrupted.
         Bounded by :data:`CANCEL_TIMEOUT_S` per step.
         """
-        if self._posting:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(CANCEL_TIMEOUT_S, self.endpoint.http_timeout_s)):
-                    await asyncio.gather(*list(self._posting), return_exceptions=True)
+        await self._posts_landed()
         ids = [p.prompt_id for p in self._inflight.values() if p.posted]
         for prompt_id in ids:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 await self.cancel(prompt_id)
         return ids
+
+    async def cancel_prompts(self, prompt_ids: Iterable[str]) -> None:
+        """Take these prompts of ours off the server, as :meth:`cancel_all` does for all (one
+        adapter may serve several orders: each stops only its own)."""
+        await self._posts_landed()
+        for prompt_id in prompt_ids:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await self.cancel(prompt_id)
+
+    async def _posts_landed(self) -> None:
+        if self._posting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(CANCEL_TIMEOUT_S, self.endpoint.http_timeout_s)):
+                    await asyncio.gather(*list(self._posting), return_exceptions=True)
 
     async def prompt_state(self, prompt_id: str) -> PromptState:
         """Where ``prompt_id`` stands on the server (queue first: history answers ``{}`` for
