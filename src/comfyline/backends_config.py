@@ -135,16 +135,14 @@ def _from_url(url: str) -> BackendSpec:
 
 
 def _check_unique(specs: list[BackendSpec], file: Path | None) -> None:
-    seen: dict[str, str] = {}
-    for spec in specs:
-        for key in (spec.name, spec.url):
-            if key in seen:
-                where = f" in {file}" if file else ""
-                raise ConfigError(
-                    f"the server {key!r} is given twice{where}; name each server once "
-                    "(two entries for one server would double its prompts in flight)"
-                )
-            seen[key] = spec.name
+    for what, keys in (("name", [s.name for s in specs]), ("URL", [s.url for s in specs])):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            where = f" in {file}" if file else ""
+            raise ConfigError(
+                f"the server {what} {twice[0]!r} is given twice{where}; give each server once "
+                "(two entries for one server would double its prompts in flight)"
+            )
 
 
 def _problems_text(path: Path, problems: list[Problem]) -> str:
