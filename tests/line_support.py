@@ -153,12 +153,12 @@ def ledger_events(order_file: Path, output_root: Path, kind: str) -> list[dict[s
     return [{"index": r[0], "prompt_id": r[1], "detail": json.loads(r[2])} for r in rows]
 
 
-def foreign_prompt(url: str, seed: int = 1) -> str:
+def foreign_prompt(url: str, seed: int = 1, *, size: int = 256, steps: int = 6) -> str:
     """Queue a prompt of another client (not comfyline) on the server at ``url``; its id."""
     request = GenerationRequest(
         prompt="someone else's picture",
         seed=seed,
-        params=params_for("preview"),
+        params=params_for("preview", width=size, height=size, steps=steps),
         checkpoint="sim-sd15.safetensors",
         filename_prefix="other/img",
     )

@@ -25,7 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+)
 
 from comfyline.comfy.client import check_url
 from comfyline.errors import ConfigError, Problem
@@ -35,6 +43,14 @@ MAX_BACKENDS = 256
 """More servers than one coordinator is measured to drive (docs/SCALING.md) is a typo."""
 _SENSORS = ("auto", "nvml", "nvidia-smi", "comfyui", "sim", "none")
 _NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
+_TAG = Annotated[
+    str,
+    # A tag may be written as a number (`tags: [4090]`): it is a label either way.
+    BeforeValidator(
+        lambda v: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+    ),
+    Field(min_length=1, max_length=64),
+]
 
 
 class BackendSpec(BaseModel):
@@ -53,14 +69,14 @@ class BackendSpec(BaseModel):
         default=None, repr=False, description="The sensor agent's token (default: settings')."
     )
     max_in_flight: int = Field(default=2, ge=1, le=2, description="Prompts on it at once.")
-    tags: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
+    tags: Annotated[tuple[_TAG, ...], Strict(False)] = Field(
         default=(), description="Labels shown in status and the report."
     )
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value)
+        return _checked_url(value)
 
     @field_validator("sensor")
     @classmethod
@@ -68,7 +84,7 @@ class BackendSpec(BaseModel):
         if value in _SENSORS:
             return value
         if value.startswith(("http://", "https://")):
-            return check_url(value)
+            return _checked_url(value)
         raise ValueError(
             f"sensor {value!r} is neither one of {', '.join(_SENSORS)} nor the http(s) URL of "
             "a `comfyline sensor-agent`"
@@ -92,7 +108,10 @@ class BackendsFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    backends: tuple[BackendSpec, ...] = Field(min_length=1, max_length=MAX_BACKENDS)
+    # Strict(False): YAML gives lists; they are kept as tuples (frozen).
+    backends: Annotated[tuple[BackendSpec, ...], Strict(False)] = Field(
+        min_length=1, max_length=MAX_BACKENDS
+    )
 
 
 def backend_specs(settings: Settings, urls: Sequence[str] = ()) -> list[BackendSpec]:
@@ -126,6 +145,13 @@ def load_backends_file(path: Path) -> list[BackendSpec]:
         except ValidationError as exc:
             problems = translate(exc, doc, BackendsFile)
     raise ConfigError(_problems_text(path, problems))
+
+
+def _checked_url(url: str) -> str:
+    try:
+        return check_url(url)
+    except ConfigError as exc:  # pydantic reports ValueErrors, with the line of the value
+        raise ValueError(str(exc)) from None
 
 
 def _from_url(url: str) -> BackendSpec:
