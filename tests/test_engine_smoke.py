@@ -136,9 +136,9 @@ async def test_the_guard_paces_the_smoke_test_by_the_cards_temperature(
         assert sim.stats()["blackouts"] == 0
     assert report.succeeded == 4
     assert "paced by the card's temperature" in report.notes and not report.paused
-    # Without a pause, the 3rd image in a row would pass 78 °C (4th: 85): the guard held.
-    events = json.loads((out / "generation_report.json").read_text())["guard_events"]
-    assert any(event["kind"] == "held" for event in events), events
+    # Without a pause, the 3rd image in a row would pass 78 °C (4th: 85) on an idle machine;
+    # how often the guard had to hold depends on how busy this one is (a slow machine gives the
+    # card time to cool), so the promise tested is the ceiling, below, not the number of holds.
     assert report.gpu_temp_max_c is not None and report.gpu_temp_max_c <= 78.0
 
 

@@ -49,6 +49,10 @@ def test_server_restart_mid_order_loses_and_duplicates_nothing(tmp_path: Path) -
     check_finished(order_file, out_root)
     assert report.totals.succeeded == 12
     assert done_events(order_file, out_root) == Counter(range(12))
+    # The restart follows the 5th prompt's end: the one waiting behind it vanished unstarted
+    # and was posted again; nothing was cut off or made twice (no allowance).
+    assert (stats["started"], stats["executed"], stats["cached"]) == (12, 12, 0)
+    assert (stats["interrupted"], stats["lost"]) == (0, 0)
 
 
 def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_path: Path) -> None:
@@ -63,6 +67,7 @@ def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_pat
         sim.wait_up()
         sim.set_faults(Faults())
         run_in_process(order_file, settings_for(sim.url, out_root))
+        stats = sim.stats()
 
     check_finished(order_file, out_root)
     loaded = load(order_file)
@@ -72,6 +77,14 @@ def test_restart_while_the_runner_is_down_resubmits_what_the_server_lost(tmp_pat
     # Lost by the restart: sent again under the same prompt id, as the same attempt.
     assert any("unknown on the server" in reason for reason in reasons)
     assert done_events(order_file, out_root) == Counter(range(6))
+    # The dead runner left at most two prompts (MAX_IN_FLIGHT) on the server. The restart cut
+    # off the one running ("lost") and dropped the one waiting (never started); one that
+    # finished before the restart lost its history with it, so its slot was made again. Each
+    # of the two is at most one of these; nothing else ran twice and nothing was interrupted.
+    extra = stats["executed"] - 6
+    assert 0 <= extra and extra + stats["lost"] <= 2, stats
+    assert stats["started"] == stats["executed"] + stats["lost"]
+    assert (stats["interrupted"], stats["cached"]) == (0, 0)
 
 
 def test_rerun_collects_what_the_server_finished_while_the_runner_was_down(
@@ -97,8 +110,8 @@ def test_rerun_collects_what_the_server_finished_while_the_runner_was_down(
     assert "collected from the server's history" in printed
     check_finished(order_file, out_root)
     # Each slot made once: what was finished while the runner was down was not made again.
-    assert stats["executed"] == 5
-    assert stats["interrupted"] == 0
+    assert (stats["started"], stats["executed"], stats["cached"]) == (5, 5, 0)
+    assert (stats["interrupted"], stats["lost"]) == (0, 0)
     collected = {image.prompt_id for image in report.images} & finished_meanwhile
     assert collected == finished_meanwhile
 
@@ -108,9 +121,12 @@ def test_ctrl_c_cancels_on_the_server_saves_the_state_and_says_how_to_resume(
 ) -> None:
     order_file = single_order(tmp_path / "orders", "ctrl-c", 6)
     out_root = tmp_path / "out"
-    with running_simulator(sim_config(tmp_path, fixed_prompt_s=0.3)) as sim:
+    # The first prompt hangs until interrupted: when the signal comes, slot 0 is running and
+    # slot 1 waits behind it, however slow the machine.
+    config = sim_config(tmp_path, fixed_prompt_s=0.3, faults=Faults(stuck_on_prompts=(1,)))
+    with running_simulator(config) as sim:
         runner = start_runner(order_file, sim.url, out_root)
-        wait_for(lambda: server_queue(sim.url), "a prompt on the server")
+        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
         runner.send_signal(signal.SIGINT)
         code, printed = finish(runner)
 
@@ -123,12 +139,19 @@ def test_ctrl_c_cancels_on_the_server_saves_the_state_and_says_how_to_resume(
         assert status.order.state.value == "cancelled"
         assert status.counts.submitted == 0  # what was in flight is back to be made
         assert not status.running
-        assert sim.stats()["interrupted"] + sim.stats()["executed"] >= 1
+        stats = sim.stats()
+        # The server-side cancel: the running prompt is interrupted and the waiting one deleted
+        # (or, if it started in between, interrupted too). Nothing else was ever sent.
+        assert (stats["posted"], stats["executed"]) == (2, 0), stats
+        assert 1 <= stats["interrupted"] == stats["started"] <= 2
 
         report, _ = run_in_process(order_file, settings_for(sim.url, out_root))
+        stats = sim.stats()
 
     assert report.order.state == "completed"
     check_finished(order_file, out_root)
+    # Nothing made twice: one image per slot, all in the resume.
+    assert (stats["executed"], stats["cached"], stats["lost"]) == (6, 0, 0)
 
 
 def test_a_second_runner_on_the_same_order_refuses(tmp_path: Path) -> None:

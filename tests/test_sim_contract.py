@@ -8,12 +8,14 @@ WebSocket frame is a synchronisation point: the replay waits (with a deadline) u
 simulator has sent a frame of that type. Then:
 
 * every HTTP answer has the recorded status, and its JSON the recorded keys and value types,
-  recursively (the simulator's own values allowed; dicts keyed by node or prompt ids compared
-  entry by entry); 500 text and empty bodies exactly; the 400 bodies of ``03`` exactly;
-* every WebSocket frame the replay waited for has the recorded keys and value types;
-* for the scenarios with a deterministic order, each socket's list of message types is the
-  recorded one (runs of progress/progress_state and repeated types collapsed), and the prompts
-  start in the recorded order.
+  recursively, and null exactly where the recording has null (the simulator's own values
+  allowed otherwise; dicts keyed by node or prompt ids compared entry by entry); 500 text and
+  empty bodies exactly; the 400 bodies of ``03`` exactly;
+* every WebSocket frame the replay waited for has the recorded keys, value types and nulls
+  (``executing{node: null}`` is the end of a prompt, ``executing{node: "9"}`` is not);
+* for the scenarios with a deterministic order, each socket's whole list of message types is
+  the recorded one, no frame missing or extra (runs of progress/progress_state and repeated
+  types collapsed), and the prompts start in the recorded order.
 """
 
 from __future__ import annotations
@@ -284,7 +286,7 @@ class _Replay:
         for tag, sock in self.closed.items():
             recorded = _collapse(sock.recorded, self.ids)
             ours = _collapse(sock.frames, {})
-            result[tag] = (recorded, ours[: len(recorded)] if len(ours) > len(recorded) else ours)
+            result[tag] = (recorded, ours)
         return result
 
 
@@ -314,9 +316,20 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+_NULL_DIFFERS = {
+    # The recorded server ran with --cpu (device index null); the simulator is a CUDA card.
+    "$.devices[0].index",
+}
+"""Paths where the recording holds null and the simulator, by design, a value."""
+
+
 def _shape_diff(recorded: Any, ours: Any, ids: dict[str, str], path: str) -> Iterator[str]:
-    """Differences in keys and value types (values themselves may differ)."""
-    if recorded is None:
+    """Differences in keys and value types (values themselves may differ), and in nulls: where
+    the recording holds null, ours must be null too (``executing{node: null}`` ends a prompt),
+    and the other way round."""
+    if recorded is None or ours is None:
+        if (recorded is None) != (ours is None) and path not in _NULL_DIFFERS:
+            yield f"{path}: {str(ours)[:60]} instead of {str(recorded)[:60]}"
         return
     if _kind(recorded) != _kind(ours):
         yield f"{path}: {_kind(ours)} ({str(ours)[:60]}) instead of {_kind(recorded)}"

@@ -228,7 +228,10 @@ def test_prompts_run_in_number_order_and_stats_measure_gaps(make_sim: Any) -> No
     assert order == [first, front, second]
     assert len(stats["gaps_s"]) == 3 and all(g >= 0 for g in stats["gaps_s"])
     durations = [p["end_s"] - p["start_s"] for p in stats["prompts"]]
-    assert all(d >= 0.05 for d in durations)
+    # The fixed time covers the closing messages too, their length learnt from the prompt
+    # before: a prompt whose messages went faster than the last one's comes out short by the
+    # difference (a few ms on a busy machine), never by more.
+    assert all(d >= 0.05 - 0.01 for d in durations), durations
 
 
 def test_time_scale_shrinks_every_simulated_duration(make_sim: Any) -> None:

@@ -88,7 +88,8 @@ def test_error_on_chosen_prompt_counts_executions(make_sim: Any) -> None:
         stats = sim.stats()
     assert "execution_success" in first and "execution_success" in third
     assert "execution_error" in second and "execution_success" not in second
-    assert (stats["executed"], stats["failed"]) == (2, 1)
+    assert (stats["started"], stats["executed"], stats["failed"]) == (3, 2, 1)
+    assert (stats["interrupted"], stats["lost"]) == (0, 0)
 
 
 def test_error_on_seed_has_the_real_message_shape(make_sim: Any) -> None:
@@ -140,7 +141,10 @@ def test_stuck_prompt_waits_for_an_interrupt(make_sim: Any) -> None:
                 return interrupted
 
         interrupted = asyncio.run(scenario())
+        stats = sim.stats()
     assert interrupted["node_type"] == "KSampler"
+    # The stuck prompt stopped by the interrupt, the next one made: nothing else ran.
+    assert (stats["started"], stats["interrupted"], stats["executed"]) == (2, 1, 1)
 
 
 def test_dropped_websocket_leaves_the_server_up(make_sim: Any) -> None:
@@ -158,7 +162,10 @@ def test_dropped_websocket_leaves_the_server_up(make_sim: Any) -> None:
                 assert "execution_success" in (await again.run(txt2img(seed=2)))[1]
 
         asyncio.run(scenario())
-        assert sim.stats()["ws_drops"] == 1
+        stats = sim.stats()
+    assert stats["ws_drops"] == 1
+    # The drop cost the server nothing: two prompts posted, two made.
+    assert (stats["started"], stats["executed"], stats["interrupted"]) == (2, 2, 0)
 
 
 def test_restart_refuses_connections_then_comes_back_empty(sim: SimulatorHandle) -> None:
@@ -181,6 +188,9 @@ def test_restart_refuses_connections_then_comes_back_empty(sim: SimulatorHandle)
 
     kinds = asyncio.run(after())
     assert "executed" in kinds  # the cache was lost too: the same graph runs again
+    stats = sim.stats()
+    # The restart came between prompts: nothing was cut off (lost), both ran in full.
+    assert (stats["started"], stats["executed"], stats["lost"]) == (2, 2, 0)
 
 
 def test_restart_fault_drops_the_socket_and_loses_the_queue(make_sim: Any) -> None:
@@ -201,6 +211,10 @@ def test_restart_fault_drops_the_socket_and_loses_the_queue(make_sim: Any) -> No
         sim.wait_up()
         assert httpx.get(sim.url + f"/history/{lost}").json() == {}
         assert httpx.get(sim.url + "/queue").json()["queue_pending"] == []
+        stats = sim.stats()
+    # The restart follows the first prompt's end: the second one, still waiting, vanished
+    # without ever starting (not "lost": that is a prompt cut off while running).
+    assert (stats["started"], stats["executed"], stats["lost"]) == (1, 1, 0)
 
 
 def test_faults_change_at_run_time_over_http(sim: SimulatorHandle) -> None:

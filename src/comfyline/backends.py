@@ -39,6 +39,8 @@ SIM_NOTICE = (
 )
 SIM_FORCED = "Running on the built-in simulator (--sim; images are synthetic)."
 
+SIMULATOR = "simulator"
+"""The name of a backend that is the built-in simulator this process started."""
 SIM_DEVICE = "Simulated GPU (comfyline)"
 """How the simulator names its device in /system_stats."""
 
@@ -131,7 +133,7 @@ async def open_backend(
     """The run's server, checked to answer as ComfyUI, with its sensor; a simulator started
     here when needed (see the module docs). ``sim_if_unreachable`` None: fall back only when
     the URL is the default one."""
-    url, simulated = await _choose_url(settings, stack, force_sim, sim_if_unreachable, notify)
+    url, started = await _choose_url(settings, stack, force_sim, sim_if_unreachable, notify)
     adapter = await stack.enter_async_context(
         ComfyUIAdapter(Endpoint.from_settings(settings, url), clock=clock, sleep=sleep)
     )
@@ -139,11 +141,13 @@ async def open_backend(
     http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.http_timeout_s))
     choice = await choose_sensor(settings, adapter.url, http)
     stack.push_async_callback(_close_sensor, choice.sensor)
-    # A server that is our simulator says so in /system_stats, also when the user started it
-    # (``comfyline sim``): its images are synthetic wherever it runs.
-    simulated = simulated or SIM_DEVICE in str((stats.get("devices") or [{}])[0].get("name"))
+    # One we started lives only as long as the run: it is named for what it is. A server that
+    # is our simulator says so in /system_stats, also when the user started it (``comfyline
+    # sim``) at a URL they can name again: its images are synthetic wherever it runs.
+    name = SIMULATOR if started else adapter.url
+    simulated = started or SIM_DEVICE in str((stats.get("devices") or [{}])[0].get("name"))
     return Backend(
-        name="simulator" if simulated else adapter.url,
+        name=name,
         url=adapter.url,
         simulated=simulated,
         adapter=adapter,
@@ -252,7 +256,8 @@ async def _sensor_for(
     if spec is None:
         return await choose_sensor(settings, backend.url, http)
     if spec.remote_sensor:
-        token = spec.sensor_token or settings.sensor_token
+        shared = settings.sensor_token
+        token = spec.sensor_token or (shared.get_secret_value() if shared else None)
         remote = RemoteSensor(spec.sensor, http, token=token)
         reading = await remote.read()
         if reading is not None and reading.temperature_c is not None:

@@ -9,8 +9,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from comfyline.errors import ComfylineError, OrderError
+from comfyline.errors import ComfylineError, OrderError, PackageInvalid
+from comfyline.signals import stop_signals
 
 app = typer.Typer(
     name="comfyline",
@@ -34,8 +36,9 @@ def main() -> None:
         # Outside standalone mode typer returns a command's exit code instead of exiting.
         code = app(standalone_mode=False)
     except ComfylineError as exc:
-        stderr.print(f"[bold red]{type(exc).__name__}[/]: {exc}", highlight=False, markup=True)
-        sys.exit(2 if isinstance(exc, OrderError) else 1)
+        message = escape(str(exc))  # "[adobe]" in a message is text, not markup
+        stderr.print(f"[bold red]{type(exc).__name__}[/]: {message}", highlight=False)
+        sys.exit(2 if isinstance(exc, OrderError | PackageInvalid) else 1)
     except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C inside a command into Abort
         stderr.print("interrupted")
         sys.exit(130)
@@ -124,7 +127,8 @@ def smoke_test_command(
         seed=seed,
     )
     console = Console(highlight=False)
-    report = asyncio.run(run_smoke_test(settings, options, console=console))
+    with stop_signals(notify=lambda line: stderr.print(line, markup=False)) as stop:
+        report = asyncio.run(stop.target(run_smoke_test(settings, options, console=console)))
     console.print(render_report(report))
     console.print(f"Report saved to {out / 'smoke_report.json'}")
     if report.failed:
@@ -232,7 +236,17 @@ def run_order_command(
     # An invalid order is reported (exit 2) before any server is contacted or started.
     loaded = load(path)
     urls = tuple(comfyui) if len(comfyui) > 1 else ()
-    report = asyncio.run(generate(loaded, settings=settings, sim=sim, console=console, urls=urls))
+
+    def say(line: str) -> None:  # a path may hold "[": no markup; a long one stays whole
+        console.print(line, markup=False, soft_wrap=True)
+
+    resume = f"comfyline run-order {path}" + (" --sim" if sim else "")
+    resume += "".join(f" --comfyui {url}" for url in comfyui)
+    resume += f" --backends {backends}" if backends is not None else ""
+    with stop_signals(notify=say, resume=resume) as stop:
+        report = asyncio.run(
+            stop.target(generate(loaded, settings=settings, sim=sim, console=console, urls=urls))
+        )
     if report.totals.failed + report.totals.missing:
         raise typer.Exit(code=1)
 
@@ -291,6 +305,165 @@ def status_command(
         typer.echo(str(problem), err=True)
 
 
+@app.command("review")
+def review_command(
+    path: Path = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="The order: its project.yaml or its folder.", show_default=False
+    ),
+    approve: list[str] = typer.Option(  # noqa: B008
+        [], "--approve", help="Approve these images (file names or slot indexes; repeatable)."
+    ),
+    reject: list[str] = typer.Option(  # noqa: B008
+        [], "--reject", help="Reject these images (they are never sold; repeatable)."
+    ),
+    undo: list[str] = typer.Option(  # noqa: B008
+        [], "--undo", help="Forget the decision on these images (repeatable)."
+    ),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """List an order's images with their quality checks and decisions, or record decisions.
+
+    With no --approve/--reject/--undo it lists; image names may also be separated by commas.
+    """
+    from rich.table import Table
+
+    from comfyline.review import list_review, set_decision
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"output_root": output_root} if output_root is not None else {}
+    settings = Settings(**overrides)
+    for names, decision in ((approve, "approved"), (reject, "rejected"), (undo, None)):
+        images = [n.strip() for name in names for n in name.split(",") if n.strip()]
+        if images:
+            changed = set_decision(path, settings, images, decision)
+            typer.echo(f"{decision or 'undone'}: {len(changed)} image(s)")
+    table = Table("#", "file", "seed", "checks", "motif", "decision")
+    for item in list_review(path, settings):
+        table.add_row(
+            str(item.index),
+            ", ".join(Path(f).name for f in item.files),
+            str(item.seed),
+            ", ".join(item.flags) or "ok",
+            str(item.motif),
+            item.decision or "",
+        )
+    Console(highlight=False).print(table)
+
+
+@app.command("export")
+def export_command(
+    path: Path = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="The order: its project.yaml or its folder.", show_default=False
+    ),
+    market: list[str] = typer.Option(  # noqa: B008
+        [], "--market", help="Marketplaces: adobe,freepik,dreamstime,123rf (default: sale.markets)."
+    ),
+    check: bool = typer.Option(False, "--check", help="Only list what breaks a market's rules."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Leave out of a market's package the images it refuses."
+    ),
+    comfyui: str | None = typer.Option(
+        None, "--comfyui", help="ComfyUI URL for a model upscale (sale.upscale.model)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Upscale on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Write upload packages: <order output>/export/<market>/ with the JPEGs and the CSV.
+
+    Every file and row is checked against each market's rules first; a problem names the
+    image, the field and the limit, and nothing is written (exit 2).
+    """
+    import asyncio
+
+    from comfyline.exporting import check_export, export_order
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    settings = Settings(**overrides)
+    markets = [m.strip() for name in market for m in name.split(",") if m.strip()]
+    if check:
+        problems = check_export(path, settings, markets)
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(problems)} problem(s)")
+        if problems:
+            raise typer.Exit(code=2)
+        return
+    console = Console(stderr=True, highlight=False)
+    result = asyncio.run(
+        export_order(
+            path,
+            settings,
+            markets,
+            sim=sim,
+            skip_invalid=skip_invalid,
+            notify=lambda line: console.print(line),
+        )
+    )
+    for key, package in result.package.packages.items():
+        typer.echo(
+            f"{key}: {len(package.files)} images in {package.folder} "
+            f"({', '.join(p.name for p in package.csv_files)})"
+        )
+    for problem in result.package.skipped:
+        typer.echo(f"skipped: {problem}")
+    for why, count in result.left_out.items():
+        typer.echo(f"left out: {count} {why}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on; beyond loopback a token is required (printed as a link).",
+    ),
+    port: int = typer.Option(8288, help="TCP port; 0 picks a free one (printed)."),
+    line: Path = typer.Option(  # noqa: B008 - typer's way
+        Path("automation/orders"),
+        "--line",
+        help="The folder of orders the dashboard shows and runs (new orders are written there).",
+    ),
+    comfyui: str | None = typer.Option(
+        None, "--comfyui", help="ComfyUI URL (default: $COMFYUI_URL, then http://127.0.0.1:8188)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Run orders on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Serve the web dashboard: the line, each order live, review, export, new orders."""
+    from comfyline.settings import Settings
+    from comfyline.web import WebConfig, bind, needs_token, new_token, serve
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    settings = Settings(**overrides)
+    token = settings.token.get_secret_value() if settings.token else None
+    if token is None and needs_token(host):
+        token = new_token()
+    config = WebConfig(orders_dir=line, settings=settings, sim=sim, token=token)
+    sock = bind(host, port)
+
+    def ready(url: str) -> None:
+        typer.echo(f"comfyline dashboard on {url}", err=False)
+        if token:
+            typer.echo(
+                "Open that link once: it sets a cookie. Scripts send "
+                "'Authorization: Bearer <token>'."
+            )
+
+    serve(config, sock, ready)
+
+
 @app.command("line")
 def line_command(
     orders_dir: Path = typer.Argument(  # noqa: B008 - typer's way
@@ -331,7 +504,9 @@ def line_command(
     settings = Settings(**overrides)
     urls = tuple(comfyui) if len(comfyui) > 1 else ()
     line = Line(orders_dir, settings, watch=watch, urls=urls, sim=sim)
-    outcomes = asyncio.run(line.run())
+    resume = f"comfyline line {orders_dir}" + (" --watch" if watch else "")
+    with stop_signals(notify=lambda text: stderr.print(text, markup=False), resume=resume) as stop:
+        outcomes = asyncio.run(stop.target(line.run()))
     if any(o.state != "completed" for o in outcomes):
         raise typer.Exit(code=1)
 
@@ -355,7 +530,8 @@ def sensor_agent_command(
     if gpu_index is not None:
         overrides["gpu_index"] = gpu_index
     settings = Settings(**overrides)
-    check_listen(host, settings.sensor_token)  # refuse before touching the card
+    secret = settings.sensor_token.get_secret_value() if settings.sensor_token else None
+    check_listen(host, secret)  # refuse before touching the card
     sensor = asyncio.run(local_sensor(settings.gpu_index))
     if sensor.name == "none":
         stderr.print(f"no local GPU reading ({sensor.last_error}); serving that answer")
@@ -363,4 +539,4 @@ def sensor_agent_command(
     def listening(url: str) -> None:
         print(f"comfyline sensor agent listening on {url} (sensor: {sensor.name})", flush=True)
 
-    serve_agent(sensor, host=host, port=port, token=settings.sensor_token, on_listening=listening)
+    serve_agent(sensor, host=host, port=port, token=secret, on_listening=listening)

@@ -22,6 +22,7 @@ they enter, with ``raise ... from exc``.
     │   ├── ExecutionInterrupted the prompt was interrupted (by us or by someone else)
     │   │   └── PromptDeleted    ... removed from the queue before it ran ("Clear queue")
     │   └── ImageInvalid         an image came back that does not decode or has the wrong size
+    │       └── DownloadCutShort ... because its download ended early (fetched again)
     ├── GuardTripped             the GPU did not cool down in time; the order stopped cleanly
     ├── LedgerError              the order's SQLite ledger is unusable
     │   └── OrderLocked          another runner is working on the same order
@@ -117,13 +118,16 @@ class ComfyTimeout(ComfyError):
 class ModelNotFound(ComfyError):
     """The checkpoint asked for is not on the server. ``available`` lists those that are."""
 
-    def __init__(self, name: str, available: Sequence[str], server: str) -> None:
+    def __init__(
+        self, name: str, available: Sequence[str], server: str, *, kind: str = "checkpoint"
+    ) -> None:
         self.name = name
         self.available = tuple(available)
         listed = ", ".join(self.available) if self.available else "none"
+        folder = {"checkpoint": "checkpoints", "upscale model": "upscale_models"}.get(kind, kind)
         super().__init__(
-            f"checkpoint {name!r} is not on the ComfyUI server at {server} "
-            f"(available: {listed}); put it in ComfyUI's models/checkpoints folder "
+            f"{kind} {name!r} is not on the ComfyUI server at {server} "
+            f"(available: {listed}); put it in ComfyUI's models/{folder} folder "
             "or name one of those"
         )
 
@@ -230,6 +234,10 @@ class PromptDeleted(ExecutionInterrupted):
 
 class ImageInvalid(ComfyError):
     """An image from /view does not decode, or is not the size that was asked for."""
+
+
+class DownloadCutShort(ImageInvalid):
+    """An image download ended before the server's Content-Length: fetched again, a few times."""
 
 
 class GuardTripped(ComfylineError):

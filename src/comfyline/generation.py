@@ -38,9 +38,13 @@ class GenerationRequest:
     workflow: Workflow | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, str] = field(default_factory=dict)
+    prebuilt: Graph | None = None
+    """A graph already filled (the upscale stage's): posted as it is, nothing mapped."""
 
     def graph(self) -> Graph:
         """The API-format graph this request posts."""
+        if self.prebuilt is not None:
+            return self.prebuilt
         return build_graph(self, self.checkpoint)
 
 

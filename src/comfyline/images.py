@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -56,7 +58,9 @@ def sha256_hex(data: bytes) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` never holds a partial file.
 
-    The folder is created if needed. An existing file at ``path`` is replaced.
+    The folder is created if needed. An existing file at ``path`` is replaced. On Windows, a
+    target held open for a moment by a virus scanner or the search indexer is retried for up to
+    about a second before the ``PermissionError`` is raised.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
@@ -64,16 +68,51 @@ def write_atomic(path: Path, data: bytes) -> None:
         with open(temp, "wb") as file:
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
+            _sync(file.fileno())
+        _replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
 
+REPLACE_RETRY_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+"""Windows: the waits between attempts to rename over a target another program holds open."""
+
+
+def _replace(temp: Path, path: Path) -> None:
+    # Windows refuses to replace a file that another program has open without delete sharing
+    # (virus scanners and the search indexer open new files for a moment): retry, bounded.
+    for wait_s in (*REPLACE_RETRY_S, None):
+        try:
+            os.replace(temp, path)
+            return
+        except PermissionError:
+            if sys.platform != "win32" or wait_s is None:
+                raise
+            time.sleep(wait_s)
+
+
+def _sync(fd: int) -> None:
+    """Flush a file's data to the disk itself."""
+    if sys.platform == "darwin":
+        import fcntl
+
+        # macOS: fsync leaves the data in the drive's cache; F_FULLFSYNC flushes it through.
+        try:
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            return
+        except OSError:
+            pass  # a file system without it (some network shares): a plain fsync
+    os.fsync(fd)
+
+
 def _fsync_dir(folder: Path) -> None:
-    # The rename itself lives in the folder's entry: sync it too (not possible on Windows).
+    # The rename itself lives in the folder's entry: sync it too, where the platform can. POSIX
+    # opens a folder for reading; Windows cannot open a folder with os.open (NTFS keeps the
+    # rename in its own metadata journal).
+    if os.name != "posix":
+        return
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -81,6 +120,6 @@ def _fsync_dir(folder: Path) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        pass  # some file systems cannot sync a folder; the file itself is synced
     finally:
         os.close(fd)

@@ -8,10 +8,12 @@ those whose fate the server knows: the runner looks their deterministic prompt i
 server's history and queue, and collects, waits for, or resubmits each one.
 
 The file lives in the order's output folder (``<output>/.comfyline/ledger.sqlite3``). It is in WAL
-mode with ``synchronous=FULL``, so a committed transaction survives power loss, and every write is
-one short ``BEGIN IMMEDIATE`` transaction on the single writer connection. A second runner is kept
-out by an exclusive ``flock`` on a lock file next to the database; the operating system releases
-it when the holder dies, however it dies, so a crash never leaves a stale lock behind.
+mode with ``synchronous=FULL`` (and ``fullfsync`` on macOS), so a committed transaction survives
+power loss, and every write is one short ``BEGIN IMMEDIATE`` transaction on the single writer
+connection. A second runner is kept out by an exclusive lock on a lock file next to the database
+(:mod:`comfyline.lock`: ``flock`` on Linux and macOS, ``msvcrt.locking`` on Windows); the
+operating system releases it when the holder dies, however it dies, so a crash never leaves a
+stale lock behind.
 
 ``read_status(path)`` reads the ledger without the lock, for ``comfyline status`` while a runner
 is active.
@@ -30,7 +32,6 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -45,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from comfyline import lock
 from comfyline.errors import LedgerError, OrderLocked
 
 SCHEMA_VERSION = 2
@@ -205,6 +207,10 @@ class SlotRecord:
     """Our own clock, from the POST to the checked result (``seconds`` is the server's)."""
     checkpoint: str | None = None
     """The checkpoint the images were made with."""
+    qc: tuple[dict[str, Any], ...] = ()
+    """The quality checks of each file (``QcResult.to_json()``): flags, measures, hash."""
+    review: str | None = None
+    """The user's decision: ``approved``, ``rejected``, or None (not reviewed)."""
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,9 @@ CREATE TABLE IF NOT EXISTS slot (
     backend TEXT,
     sizes TEXT NOT NULL DEFAULT '[]',
     wall_seconds REAL,
-    checkpoint TEXT
+    checkpoint TEXT,
+    qc TEXT, -- the quality checks of its images (JSON list, one per file)
+    review TEXT -- approved | rejected | NULL (not reviewed)
 );
 CREATE INDEX IF NOT EXISTS slot_state ON slot (state, idx);
 CREATE TABLE IF NOT EXISTS event (
@@ -334,7 +342,7 @@ CREATE TABLE IF NOT EXISTS reading (
 _SLOT_COLUMNS = (
     "idx, key, prompt, negative, seed, params, state, prompt_id, attempt, files, sha256s, "
     "seconds, error, updated, made_with, stem, title, keywords, backend, sizes, wall_seconds, "
-    "checkpoint"
+    "checkpoint, qc, review"
 )
 _V2_COLUMNS = (
     ("stem", "TEXT NOT NULL DEFAULT ''"),
@@ -344,6 +352,8 @@ _V2_COLUMNS = (
     ("sizes", "TEXT NOT NULL DEFAULT '[]'"),
     ("wall_seconds", "REAL"),
     ("checkpoint", "TEXT"),
+    ("qc", "TEXT"),
+    ("review", "TEXT"),
 )
 """Columns schema 2 added to ``slot``: a version-1 ledger gets them when it is opened."""
 
@@ -396,7 +406,7 @@ class Ledger:
         try:
             conn = _connect(path)
         except BaseException:
-            os.close(lock_fd)
+            lock.release(lock_fd)
             raise
         ledger = cls(path, order_id, conn, lock_fd, clock)
         try:
@@ -413,7 +423,7 @@ class Ledger:
         try:
             self._conn.close()
         finally:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            lock.release(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> Self:
@@ -445,8 +455,7 @@ class Ledger:
                     f"the ledger {self.path} was written by a newer comfyline (ledger schema "
                     f"{version}, this one reads {SCHEMA_VERSION}); upgrade comfyline to resume"
                 )
-            if version < SCHEMA_VERSION:
-                _migrate(cur)
+            _migrate(cur)
             if fresh:
                 # A new ledger's prompt ids are its own (see slot_prompt_id); an old one keeps
                 # the ids its prompts were sent with.
@@ -653,6 +662,7 @@ class Ledger:
         sizes: Sequence[tuple[int, int]] = (),
         wall_seconds: float | None = None,
         checkpoint: str | None = None,
+        qc: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """Record that slot ``index`` is finished: its files (paths relative to the output
         folder) are written, checked, and have these sha256s. Call it after they are on disk.
@@ -667,8 +677,8 @@ class Ledger:
             slot = self._move(cur, index, SlotState.DONE)
             cur.execute(
                 "UPDATE slot SET state = ?, files = ?, sha256s = ?, seconds = ?, error = NULL, "
-                "updated = ?, made_with = ?, sizes = ?, wall_seconds = ?, checkpoint = ? "
-                "WHERE idx = ?",
+                "updated = ?, made_with = ?, sizes = ?, wall_seconds = ?, checkpoint = ?, "
+                "qc = ? WHERE idx = ?",
                 (
                     SlotState.DONE.value,
                     json.dumps(list(files)),
@@ -679,6 +689,7 @@ class Ledger:
                     json.dumps([list(size) for size in sizes]),
                     wall_seconds,
                     checkpoint,
+                    json.dumps([dict(q) for q in qc]) if qc else None,
                     index,
                 ),
             )
@@ -851,6 +862,58 @@ def read_status(path: Path) -> OrderStatus:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def read_slots(path: Path) -> list[SlotRecord]:
+    """Every slot of the ledger at ``path``, read without the runner's lock."""
+    conn = _read_only(path)
+    try:
+        return list(_iter_slots(conn, None))
+    finally:
+        conn.close()
+
+
+def record_review(path: Path, indexes: Sequence[int], decision: str | None) -> list[int]:
+    """Record the user's ``decision`` (``approved``, ``rejected``, or None to undo) for the
+    done slots ``indexes``, in one short transaction of its own: a review may happen while a
+    runner holds the order (SQLite serialises the two writers). Returns the indexes changed.
+    """
+    if decision not in (None, "approved", "rejected"):
+        raise LedgerError(f"a review decision is approved, rejected or none, not {decision!r}")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            states = dict(conn.execute("SELECT idx, state FROM slot").fetchall())
+            for index in indexes:
+                if states.get(index) != SlotState.DONE.value:
+                    conn.rollback()
+                    raise LedgerError(
+                        f"slot {index} in {path} is {states.get(index, 'unknown')}: only made "
+                        "images can be reviewed"
+                    )
+            conn.executemany(
+                "UPDATE slot SET review = ? WHERE idx = ?", [(decision, i) for i in indexes]
+            )
+            conn.executemany(
+                "INSERT INTO event (at, kind, slot_idx, detail) VALUES (?, ?, ?, '{}')",
+                [(time.time(), f"review.{decision or 'undone'}", i) for i in indexes],
+            )
+            conn.commit()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot record the review in {path}: {exc}") from exc
+    return list(indexes)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    if not Path(path).is_file():
+        raise LedgerError(f"no ledger at {path}: the order has not been run yet")
+    try:
+        return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+
+
 def _lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
@@ -859,66 +922,75 @@ def _take_lock(lock_path: Path, order_id: str) -> int:
     """Take the exclusive runner lock; write our pid and start time into it for the message
     another runner gets."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = lock.try_lock(lock_path)
     except OSError as exc:
-        raise LedgerError(f"cannot open the ledger's lock file {lock_path}: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _describe_holder(fd)
-        os.close(fd)
+        raise LedgerError(f"cannot lock the ledger's lock file {lock_path}: {exc}") from exc
+    if fd is None:
         raise OrderLocked(
-            f"order {order_id} is already being run by {holder}; wait for it or stop it"
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise LedgerError(f"cannot lock {lock_path}: {exc}") from exc
+            f"order {order_id} is already being run by {_describe_holder(lock_path)}; "
+            "wait for it or stop it"
+        )
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": started}).encode(), 0)
+    try:
+        lock.write_note(fd, json.dumps({"pid": os.getpid(), "started": started}).encode())
+    except OSError as exc:
+        lock.release(fd)
+        raise LedgerError(f"cannot write the ledger's lock file {lock_path}: {exc}") from exc
     return fd
 
 
 def _read_holder(fd: int) -> tuple[int | None, str | None]:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return _parse_holder(lock.read_note(fd))
+    except OSError:
+        return None, None
+
+
+def _parse_holder(note: bytes) -> tuple[int | None, str | None]:
+    try:
+        data = json.loads(note or b"{}")
         return int(data["pid"]), str(data["started"])
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError):
         return None, None  # the holder has not written it yet
 
 
-def _describe_holder(fd: int) -> str:
-    pid, started = _read_holder(fd)
+def _describe_holder(lock_path: Path) -> str:
+    try:  # the note lies outside the locked range on every platform: readable while held
+        note = lock_path.read_bytes()[: lock.NOTE_MAX_BYTES]
+    except OSError:
+        note = b""
+    pid, started = _parse_holder(note)
     if pid is None:
         return "another process"
     return f"process {pid} (started {started})"
 
 
 def _lock_holder(lock_path: Path) -> tuple[int | None, str | None]:
-    """Who holds the runner lock, or (None, None). Probes with a shared lock, released at once."""
+    """Who holds the runner lock: (pid, start time); (-1, None) when a holder has not said who
+    it is yet; (None, None) when nobody holds it."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
+        note = lock.holder_note(lock_path)
+    except OSError as exc:
+        raise LedgerError(f"cannot read the ledger's lock file {lock_path}: {exc}") from exc
+    if note is None:
         return None, None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, started = _read_holder(fd)
-            return (pid or -1), started
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None, None
-    finally:
-        os.close(fd)
+    pid, started = _parse_holder(note)
+    return (pid or -1), started
 
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        # WAL: a reader (comfyline status) never blocks the writer. Where WAL cannot be used (a
+        # file system without shared memory, such as some network shares), SQLite keeps its
+        # rollback journal, which is as durable.
         conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: fsync the WAL at every commit, so a committed slot survives power loss.
+        # FULL: sync the log at every commit, so a committed slot survives power loss.
         conn.execute("PRAGMA synchronous=FULL")
+        # macOS: fsync leaves the data in the drive's cache; F_FULLFSYNC flushes it through.
+        # (Ignored on Linux and Windows, where a sync already reaches the disk.)
+        conn.execute("PRAGMA fullfsync=ON")
         return conn
     except sqlite3.Error as exc:
         raise LedgerError(
@@ -928,7 +1000,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(cur: sqlite3.Cursor) -> None:
-    """Bring a version-1 ledger to this schema: add the new slot columns, keep every row."""
+    """Bring an older ledger to this schema: add the slot columns it lacks, keep every row."""
     have = {row[1] for row in cur.execute("PRAGMA table_info(slot)")}
     for name, kind in _V2_COLUMNS:
         if name not in have:
@@ -994,6 +1066,8 @@ def _slot_record(row: Sequence[Any]) -> SlotRecord:
         sizes=tuple((int(w), int(h)) for w, h in json.loads(row[19])),
         wall_seconds=row[20],
         checkpoint=row[21],
+        qc=tuple(json.loads(row[22])) if row[22] else (),
+        review=row[23],
     )
 
 
@@ -1150,3 +1224,112 @@ def read_backends(path: Path) -> tuple[BackendActivity, ...]:
         )
         for name in names
     )
+
+
+class LedgerReader:
+    """A read-only view of a ledger, without the runner's lock (for the web dashboard, which
+    watches an order while a runner writes it). Rows carry their ``id`` so a reader can ask
+    for what came after the last one it saw.
+
+    >>> with LedgerReader.open(ledger_path(out)) as view:  # doctest: +SKIP
+    ...     new = view.events(after=last_id)
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> LedgerReader:
+        """Open the ledger at ``path`` read-only; :class:`LedgerError` if there is none."""
+        path = Path(path)
+        if not path.is_file():
+            raise LedgerError(f"no ledger at {path}: the order has not been run yet")
+        try:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def version(self) -> int:
+        """Changes whenever another connection commits (``PRAGMA data_version``): a cheap
+        "anything new?" before the real queries."""
+        return int(self._query("PRAGMA data_version", ())[0][0])
+
+    def counts(self) -> SlotCounts:
+        try:
+            return _counts(self._conn)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from exc
+
+    def events(self, *, after: int = 0, limit: int = 1000) -> list[tuple[int, LedgerEvent]]:
+        """Log lines with an id above ``after``, oldest first, at most ``limit``."""
+        rows = self._query(
+            "SELECT id, at, kind, slot_idx, attempt, prompt_id, detail FROM event "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [(r[0], LedgerEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))) for r in rows]
+
+    def latest_events(
+        self, *, limit: int = 200, skip_kinds: Sequence[str] = ()
+    ) -> list[tuple[int, LedgerEvent]]:
+        """The newest ``limit`` log lines whose kind is not in ``skip_kinds``, oldest first."""
+        marks = ", ".join("?" for _ in skip_kinds) or "NULL"
+        rows = self._query(
+            "SELECT id, at, kind, slot_idx, attempt, prompt_id, detail FROM event "
+            f"WHERE kind NOT IN ({marks}) ORDER BY id DESC LIMIT ?",
+            (*skip_kinds, limit),
+        )
+        return [(r[0], LedgerEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))) for r in rows][
+            ::-1
+        ]
+
+    def last_event_id(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) FROM event", ())[0][0])
+
+    def last_reading_id(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) FROM reading", ())[0][0])
+
+    def readings(self, *, after: int = 0, limit: int = 5000) -> list[tuple[int, Reading]]:
+        """Sensor readings with an id above ``after``, oldest first, at most ``limit``."""
+        rows = self._query(
+            "SELECT id, at, temperature_c, power_w, vram_free_mb, vram_total_mb, images_done, "
+            "note FROM reading WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [(r[0], Reading(*r[1:])) for r in rows]
+
+    def slot(self, index: int) -> SlotRecord:
+        """One slot; :class:`LedgerError` if there is no slot ``index``."""
+        rows = self._query(f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,))
+        if not rows:
+            raise LedgerError(f"the ledger {self.path} has no slot {index}")
+        return _slot_record(rows[0])
+
+    def done_slots(
+        self, *, offset: int = 0, limit: int = 100, newest_first: bool = False
+    ) -> list[SlotRecord]:
+        """Done slots by index (or newest first), one page of them."""
+        order = "updated DESC, idx DESC" if newest_first else "idx"
+        rows = self._query(
+            f"SELECT {_SLOT_COLUMNS} FROM slot WHERE state = ? ORDER BY {order} LIMIT ? OFFSET ?",
+            (SlotState.DONE.value, limit, offset),
+        )
+        return [_slot_record(r) for r in rows]
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from exc

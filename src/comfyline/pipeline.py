@@ -37,7 +37,7 @@ from typing import Any
 from rich.console import Console
 
 from comfyline import __version__
-from comfyline.backends import Backend, open_backends
+from comfyline.backends import SIMULATOR, Backend, open_backends
 from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
@@ -62,11 +62,12 @@ from comfyline.ledger import (
     slot_prompt_id,
 )
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
-from comfyline.outputs import write_images
+from comfyline.outputs import WrittenImage, write_images
 from comfyline.pool import BackendPool, Claim
 from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
+from comfyline.quality import QcResult, SeriesChecker
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
 from comfyline.scheduler import OomTarget, Scheduler
 from comfyline.schemas.order import Order
@@ -99,11 +100,14 @@ def output_dir(order: Order, settings: Settings) -> Path:
 
 
 def fingerprint(loaded: LoadedOrder) -> str:
-    """A hash of what the order asks for (not of its formatting or comments), and of the
-    content of every file it uses (CSV, profiles, workflow): the ledger refuses to resume an
-    order that changed since its first run."""
-    # When and how urgently it runs (priority, schedule) is not what it makes.
-    text = loaded.order.model_dump_json(exclude={"priority", "schedule"}) + loaded.sources_sha256
+    """A hash of what the order's images are (not of its formatting, comments, title or sale
+    data, nor of when it runs), and of the content of every file it uses (CSV, profiles,
+    workflow): the ledger refuses to resume an order whose images would differ from those it
+    started."""
+    # What describes the images (sale data, quality thresholds) and when and how urgently
+    # the line runs them (priority, schedule) may change between runs.
+    exclude = {"title", "description", "sale", "qc", "priority", "schedule"}
+    text = loaded.order.model_dump_json(exclude=exclude) + loaded.sources_sha256
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -171,16 +175,23 @@ def slot_request(
     params: GenerationParams | None,
     *,
     checkpoint: str | None,
+    attempt: int = 1,
 ) -> GenerationRequest:
-    """The request that makes ``slot`` (at ``params`` when the run stepped down)."""
+    """The request that makes ``slot`` (at ``params`` when the run stepped down).
+
+    A retry (``attempt`` > 1) saves under another file prefix: ComfyUI answers an identical
+    graph from its cache, SaveImage included, with the very same file, so a retry after a bad
+    image must differ to be saved anew (the pixels above it may still come from the cache).
+    """
     order = loaded.order
+    prefix = f"comfyline/{order.id}/img" + (f"_a{attempt}" if attempt > 1 else "")
     return GenerationRequest(
         prompt=slot.prompt,
         negative=slot.negative,
         seed=slot.seed,
         params=params or slot.params,
         checkpoint=checkpoint,
-        filename_prefix=f"comfyline/{order.id}/img",
+        filename_prefix=prefix,
         prompt_id=prompt_id or None,
         workflow=loaded.workflow,
         inputs=dict(order.inputs),
@@ -351,7 +362,9 @@ class _Run:
             self.backends,
             pool=pool,
             claim=claim,
-            make_request=lambda i, pid, params: self._request(self.plan.slots[i], pid, params),
+            make_request=lambda i, pid, params, attempt: self._request(
+                self.plan.slots[i], pid, params, attempt
+            ),
             finish=self._finish_slot,
             oom=self.oom,
             prompt_id=lambda i, attempt: slot_prompt_id(
@@ -415,10 +428,16 @@ class _Run:
         self.notify(f"server {backend.name} is left out of this order: {exc}")
 
     def _request(
-        self, slot: Slot, prompt_id: str, params: GenerationParams | None = None
+        self,
+        slot: Slot,
+        prompt_id: str,
+        params: GenerationParams | None = None,
+        attempt: int = 1,
     ) -> GenerationRequest:
         checkpoint = getattr(self, "checkpoint", None)
-        return slot_request(self.loaded, slot, prompt_id, params, checkpoint=checkpoint)
+        return slot_request(
+            self.loaded, slot, prompt_id, params, checkpoint=checkpoint, attempt=attempt
+        )
 
     def _guard_event(self, event: GuardEvent) -> None:
         if event.kind == "stepped_down":
@@ -449,7 +468,9 @@ class _Run:
             prompt_id = record.prompt_id or ""
             state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
             if state == "done":
-                request = self._request(self.plan.slots[record.index], prompt_id)
+                request = self._request(
+                    self.plan.slots[record.index], prompt_id, attempt=record.attempt
+                )
                 result = await comfy.collect(request, prompt_id)
                 if result.ok:
                     await self._finish_slot(record.index, result, backend)
@@ -519,6 +540,15 @@ class _Run:
         parameters = self._png_parameters(slot, result, backend)
         images = [(i.data, i.width, i.height) for i in result.images]
         written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
+        if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
+            earlier = {
+                file: check["phash"]
+                for done in self.ledger.iter_slots(SlotState.DONE)
+                for file, check in zip(done.files, done.qc, strict=False)
+                if check.get("phash")
+            }
+            self.qc = SeriesChecker(self.order.qc, earlier)
+        checks = await asyncio.to_thread(self._quality_checks, result, written)
         made = result.request.params
         self.ledger.mark_done(
             index,
@@ -529,7 +559,23 @@ class _Run:
             sizes=[(w.width, w.height) for w in written],
             wall_seconds=result.wall_seconds or None,
             checkpoint=self.checkpoint,
+            qc=[c.to_json() for c in checks],
         )
+        for check in checks:
+            if not check.ok:
+                flags = ", ".join(check.flags)
+                more = f" of {check.duplicate_of}" if check.duplicate_of else ""
+                self.notify(f"quality: {check.source} is {flags}{more}")
+
+    def _quality_checks(
+        self, result: GenerationResult, written: list[WrittenImage]
+    ) -> list[QcResult]:
+        """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
+        (flags only: what to sell is decided at review and export)."""
+        return [
+            self.qc.check(image.data, Path(w.path).name)
+            for image, w in zip(result.images, written, strict=True)
+        ]
 
     def _counted(self, ok: bool) -> None:
         snapshot = self.throughput.image_done(ok)
@@ -593,7 +639,8 @@ class _Run:
         if self.options.resume_hint:
             return self.options.resume_hint
         command = f"comfyline run-order {self.loaded.file}"
-        if self.options.sim or getattr(self, "backend", None) and self.backend.simulated:
+        backend = getattr(self, "backend", None)
+        if self.options.sim or (backend is not None and backend.name == SIMULATOR):
             return command + " --sim"
         if hasattr(self, "pool"):
             return command + "".join(f" --comfyui {b.url}" for b in self.pool.backends)

@@ -306,3 +306,23 @@ def check_series(paths: Iterable[Path], settings: QcSettings | None = None) -> l
             results[index] = result.as_near_duplicate_of(results[match].source)
         earlier[index] = result.phash
     return results
+
+
+class SeriesChecker:
+    """Checks each new image of a run as it is made, near-duplicates against every image of
+    the series before it (``earlier``: file name -> perceptual hash, from the ledger on a
+    resume). Not thread-safe: one run, one checker."""
+
+    def __init__(self, settings: QcSettings, earlier: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self._earlier: dict[str, str] = dict(earlier or {})
+
+    def check(self, data: bytes, name: str) -> QcResult:
+        """The checks of the image ``data`` (file ``name``), remembered for the next ones."""
+        result = check_image_bytes(data, self.settings, source=name)
+        distance = self.settings.duplicate_distance
+        if result.phash is None or distance is None:
+            return result
+        match = first_near_duplicate(result.phash, self._earlier, distance)
+        self._earlier[name] = result.phash
+        return result if match is None else result.as_near_duplicate_of(match)

@@ -59,7 +59,8 @@ MAX_DELETED_PER_RUN = 3
 """A prompt deleted from the server's queue is sent again, this many times per run at most
 (someone who keeps clearing the queue wants it empty)."""
 
-MakeRequest = Callable[[int, str, GenerationParams | None], GenerationRequest]
+MakeRequest = Callable[[int, str, GenerationParams | None, int], GenerationRequest]
+"""(slot index, prompt id, parameters after a step down, attempt) -> the request."""
 Finish = Callable[[int, GenerationResult, Backend], Awaitable[None]]
 Admit = Callable[[Backend], Awaitable[bool]]
 Notify = Callable[[str], None]
@@ -220,17 +221,17 @@ class Scheduler:
             if taken is None:
                 self.pool.release(backend)
                 return
-            index, prompt_id = taken
+            index, prompt_id, attempt = taken
             self._in_flight[prompt_id] = _Flight(index, backend)
-            yield self._make_request(index, prompt_id, self.oom.params)
+            yield self._make_request(index, prompt_id, self.oom.params, attempt)
 
-    def _take(self, backend: Backend) -> tuple[int, str] | None:
-        """The next slot for ``backend`` and its prompt id: its own resends, then retries,
-        then new slots, then slots handed back by a lost backend."""
+    def _take(self, backend: Backend) -> tuple[int, str, int] | None:
+        """The next slot for ``backend``, its prompt id and attempt: its own resends, then
+        retries, then new slots, then slots handed back by a lost backend."""
         resend = self._resend.get(backend.name)
         if resend:
-            index = resend.popleft()
-            return index, self.ledger.slot(index).prompt_id or ""
+            record = self.ledger.slot(resend.popleft())
+            return record.index, record.prompt_id or "", record.attempt
         for source in (self._retry, self._queue):
             if source:
                 return self._submit(source.popleft(), backend)
@@ -247,11 +248,11 @@ class Scheduler:
             return self._submit(index, backend)
         return None
 
-    def _submit(self, index: int, backend: Backend) -> tuple[int, str]:
+    def _submit(self, index: int, backend: Backend) -> tuple[int, str, int]:
         attempt = self.ledger.slot(index).attempt + 1
         prompt_id = self._prompt_id(index, attempt)
         self.ledger.mark_submitted(index, prompt_id, attempt, backend.name)
-        return index, prompt_id
+        return index, prompt_id, attempt
 
     def _posted(self, request: GenerationRequest, prompt_id: str) -> None:
         ours = request.prompt_id or ""
@@ -420,7 +421,7 @@ class Scheduler:
                 prompt_id = record.prompt_id or ""
                 state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
                 if state == "done":
-                    await self._collect(index, prompt_id, backend)
+                    await self._collect(index, prompt_id, record.attempt, backend)
                 elif state in ("pending", "running"):
                     await comfy.cancel(prompt_id)
             for index, (server, prompt_id) in list(self._moved.items()):
@@ -431,8 +432,8 @@ class Scheduler:
         except ComfyError:
             return  # gone again: its driver finds out at its next prompt
 
-    async def _collect(self, index: int, prompt_id: str, backend: Backend) -> None:
-        request = self._make_request(index, prompt_id, self.oom.params)
+    async def _collect(self, index: int, prompt_id: str, attempt: int, backend: Backend) -> None:
+        request = self._make_request(index, prompt_id, self.oom.params, attempt)
         result = await backend.adapter.collect(request, prompt_id)
         if not result.ok:
             return  # made again like any slot handed back

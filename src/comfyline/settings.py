@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SensorName = Literal["auto", "nvml", "nvidia-smi", "comfyui", "sim", "none"]
@@ -41,9 +41,8 @@ class Settings(BaseSettings):
     probe_interval_s: float = Field(
         default=5.0, gt=0, description="How often a lost server is asked whether it is back."
     )
-    sensor_token: str | None = Field(
+    sensor_token: SecretStr | None = Field(
         default=None,
-        repr=False,
         description="Token of `comfyline sensor-agent`: required by it when it listens beyond "
         "this machine, sent to it by backends whose sensor is an agent's URL.",
     )
@@ -102,8 +101,19 @@ class Settings(BaseSettings):
     target_temp_c: float = Field(default=78.0, description="Hold new prompts at or above this.")
     resume_temp_c: float = Field(default=72.0, description="Release held prompts at or below.")
     critical_temp_c: float = Field(default=83.0, description="Free memory and wait at this.")
+    creator: str | None = Field(
+        default=None, description="Creator written into exported JPEGs (IPTC By-line, dc:creator)."
+    )
+    copyright: str | None = Field(
+        default=None, description="Copyright notice written into exported JPEGs."
+    )
     cool_timeout_s: float = Field(
         default=600.0, gt=0, description="Give up (stop cleanly) if not cooled by then."
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="The web dashboard's access token when it listens beyond loopback; "
+        "None: `comfyline serve` makes one at start and prints it.",
     )
 
     @field_validator("comfyui_urls", "notify_urls", mode="before")

@@ -72,6 +72,7 @@ from comfyline.errors import (
     ComfyProtocolError,
     ComfyTimeout,
     ComfyUnavailable,
+    DownloadCutShort,
     ExecutionFailed,
     ExecutionInterrupted,
     ImageInvalid,
@@ -87,6 +88,8 @@ __all__ = ["MAX_IN_FLIGHT", "ComfyUIAdapter", "Endpoint", "PromptState"]
 
 MAX_IN_FLIGHT = 2
 """Prompts on the server at once per adapter: one running, one waiting behind it."""
+DOWNLOAD_TRIES = 3
+"""How often an image download cut short is tried in all before the image counts as bad."""
 CANCEL_TIMEOUT_S = 5.0
 """How long cancelling our prompts waits for the server before giving up on it."""
 _PER_REQUEST_ERRORS = (
@@ -492,17 +495,26 @@ class ComfyUIAdapter:
         expected = output_size(graph)
         fetched = []
         for ref in refs:
-            data = await self._retrying(
-                lambda ref=ref: self.client.view(  # type: ignore[misc]
-                    ref, timeout_s=self.endpoint.download_timeout_s
-                )
-            )
+            data = await self._download(ref)
             source = f"{ref.subfolder}/{ref.filename}".lstrip("/")
             width, height = await asyncio.to_thread(
                 check_image, data, expected_size=expected, source=source
             )
             fetched.append(GeneratedImage(data, width, height, ref.filename, ref.subfolder))
         return fetched
+
+    async def _download(self, ref: ImageRef) -> bytes:
+        """One image's bytes; a download cut short is fetched again (the file is whole on the
+        server), :data:`DOWNLOAD_TRIES` times at most."""
+        for attempt in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                return await self._retrying(
+                    lambda: self.client.view(ref, timeout_s=self.endpoint.download_timeout_s)
+                )
+            except DownloadCutShort:
+                if attempt == DOWNLOAD_TRIES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the listener ------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from comfyline.errors import (
     ComfyTimeout,
     ComfyUnavailable,
     ConfigError,
+    DownloadCutShort,
     ImageInvalid,
 )
 
@@ -194,7 +195,7 @@ class ComfyClient:
                             raise ImageInvalid(f"{name} is over {max_bytes} bytes")
                         chunks.append(chunk)
                 except httpx.RemoteProtocolError as exc:
-                    raise ImageInvalid(
+                    raise DownloadCutShort(
                         f"the download of {name} was cut short after {size} bytes ({exc})"
                     ) from exc
                 return b"".join(chunks)

@@ -129,25 +129,30 @@ class NvmlSensor:
         self.last_error: str | None = None
 
     @classmethod
-    async def open(cls, index: int = 0) -> NvmlSensor:
-        """Load NVML and find the card; a :class:`ConfigError` saying why when it cannot."""
-        return await asyncio.to_thread(cls._open_blocking, index)
+    async def open(cls, index: int = 0, *, nvml: Any = None) -> NvmlSensor:
+        """Load NVML and find the card; a :class:`ConfigError` saying why when it cannot.
+
+        ``nvml`` is the NVML binding to use (default: ``pynvml`` from ``nvidia-ml-py``); tests
+        pass a stand-in with the same functions, constants and ``NVMLError``."""
+        return await asyncio.to_thread(cls._open_blocking, index, nvml)
 
     @classmethod
-    def _open_blocking(cls, index: int) -> NvmlSensor:
+    def _open_blocking(cls, index: int, nvml: Any) -> NvmlSensor:
+        if nvml is None:
+            try:
+                import pynvml
+            except ImportError as exc:  # pragma: no cover - it is a declared dependency
+                raise ConfigError("NVML sensor: pip install nvidia-ml-py") from exc
+            nvml = pynvml
         try:
-            import pynvml
-        except ImportError as exc:  # pragma: no cover - it is a declared dependency
-            raise ConfigError("NVML sensor: pip install nvidia-ml-py") from exc
-        try:
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        except pynvml.NVMLError as exc:
+            nvml.nvmlInit()
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        except nvml.NVMLError as exc:
             raise ConfigError(
                 f"NVML cannot read GPU {index} on this machine ({exc}); install the NVIDIA "
                 "driver, pick another gpu_index, or set COMFYLINE_SENSOR to another sensor"
             ) from exc
-        return cls(pynvml, handle, index)
+        return cls(nvml, handle, index)
 
     async def read(self) -> Reading | None:
         """One reading of temperature, power, memory, utilisation and clock-event reasons."""
@@ -443,9 +448,11 @@ async def choose_sensor(
     http: httpx.AsyncClient,
     *,
     smi_runner: CommandRunner = run_command,
+    nvml: Any = None,
 ) -> SensorChoice:
     """The sensor ``settings.sensor`` asks for (see the module docs for what ``auto`` tries),
-    on the local GPU ``settings.gpu_index``. ``smi_runner`` runs ``nvidia-smi`` (a test seam).
+    on the local GPU ``settings.gpu_index``. ``smi_runner`` runs ``nvidia-smi`` and ``nvml`` is
+    the NVML binding (default ``pynvml``): test seams.
 
     A sensor named explicitly that cannot be read is a :class:`ConfigError`; ``auto`` passes it
     over and records why in ``tried``.
@@ -454,8 +461,8 @@ async def choose_sensor(
     if name == "none":
         return _no_temperature(NoSensor("sensor is set to 'none'"), ())
     if name == "auto":
-        return await _auto(comfyui_url, http, gpu_index, smi_runner)
-    sensor = await _open_named(name, comfyui_url, http, gpu_index, smi_runner)
+        return await _auto(comfyui_url, http, gpu_index, smi_runner, nvml)
+    sensor = await _open_named(name, comfyui_url, http, gpu_index, smi_runner, nvml)
     reading = await sensor.read()
     if reading is None:
         raise ConfigError(
@@ -468,10 +475,10 @@ async def choose_sensor(
 
 
 async def _open_named(
-    name: str, url: str, http: httpx.AsyncClient, index: int, runner: CommandRunner
+    name: str, url: str, http: httpx.AsyncClient, index: int, runner: CommandRunner, nvml: Any
 ) -> Sensor:
     if name == "nvml":
-        return await NvmlSensor.open(index)
+        return await NvmlSensor.open(index, nvml=nvml)
     if name == "nvidia-smi":
         return NvidiaSmiSensor(index, runner=runner)
     if name == "sim":
@@ -484,13 +491,13 @@ async def _open_named(
 
 
 async def _auto(
-    url: str, http: httpx.AsyncClient, index: int, runner: CommandRunner
+    url: str, http: httpx.AsyncClient, index: int, runner: CommandRunner, nvml: Any
 ) -> SensorChoice:
     tried: list[str] = []
     candidates: list[Callable[[], Awaitable[Sensor]]] = [lambda: _async(SimSensor(url, http))]
     if is_local_url(url):
         candidates += [
-            lambda: NvmlSensor.open(index),
+            lambda: NvmlSensor.open(index, nvml=nvml),
             lambda: _async(NvidiaSmiSensor(index, runner=runner)),
         ]
     else:

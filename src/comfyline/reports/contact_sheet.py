@@ -34,6 +34,7 @@ _LABEL_H = 34
 _HEADER_H = 30
 _BACKGROUND = (255, 255, 255)
 _MISSING = (200, 200, 200)
+_FLAGGED = (200, 30, 30)
 _TEXT = (20, 20, 20)
 _SHEET_NAME = re.compile(r"contact_sheet(_\d{3})?\.png")
 
@@ -45,6 +46,8 @@ class SheetEntry:
     index: int
     seed: int
     path: Path | None
+    flags: tuple[str, ...] = ()
+    """What the quality checks found (marked on the cell), or what the user decided."""
 
 
 def sheet_entries(slots: Iterable[SlotRecord], output_dir: Path) -> list[SheetEntry]:
@@ -55,7 +58,11 @@ def sheet_entries(slots: Iterable[SlotRecord], output_dir: Path) -> list[SheetEn
     entries: list[SheetEntry] = []
     for slot in slots:
         if slot.state is SlotState.DONE:
-            entries += [SheetEntry(slot.index, slot.seed, output_dir / f) for f in slot.files]
+            for i, file in enumerate(slot.files):
+                flags = tuple(slot.qc[i].get("flags", ())) if i < len(slot.qc) else ()
+                if slot.review == "rejected":
+                    flags = (*flags, "rejected")
+                entries.append(SheetEntry(slot.index, slot.seed, output_dir / file, flags))
         elif slot.state is SlotState.FAILED:
             entries.append(SheetEntry(slot.index, slot.seed, None))
     return entries
@@ -111,6 +118,11 @@ def _draw_cell(
         )
     else:
         sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2))
+    if e.flags:  # a flagged image is framed in red and says why
+        draw.rectangle((x, y, x + THUMB - 1, y + THUMB - 1), outline=_FLAGGED, width=3)
+        label = ", ".join(f.replace("_", " ") for f in e.flags)
+        draw.rectangle((x, y, x + THUMB - 1, y + 16), fill=_FLAGGED)
+        draw.text((x + 4, y + 2), label, fill=(255, 255, 255), font=_font(11))
     draw.text((x, y + THUMB + 3), f"#{e.index}", fill=_TEXT, font=_font(12))
     draw.text((x, y + THUMB + 18), f"seed {e.seed}", fill=_TEXT, font=_font(11))
 

@@ -106,6 +106,11 @@ class ReportImage(_Model):
     wall_seconds: float | None = Field(
         default=None, description="our own clock from the POST to the checked result"
     )
+    qc_flags: list[str] = Field(
+        default_factory=list, description="what the quality checks found (empty: it passed)"
+    )
+    duplicate_of: str | None = Field(default=None, description="the earlier near-duplicate")
+    review: str | None = Field(default=None, description="approved, rejected, or null")
 
 
 class ReportError(_Model):
@@ -314,6 +319,9 @@ def _images(
             backend=slot.backend,
             checkpoint=slot.checkpoint,
             wall_seconds=slot.wall_seconds,
+            qc_flags=list(slot.qc[i].get("flags", ())) if i < len(slot.qc) else [],
+            duplicate_of=slot.qc[i].get("duplicate_of") if i < len(slot.qc) else None,
+            review=slot.review,
         )
         for i, (f, sha) in enumerate(zip(slot.files, slot.sha256s, strict=True))
     ]

@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 from comfyline.errors import ConfigError
 from comfyline.names import TEMP_NAME_EXTRA_BYTES, name_problem
 from comfyline.presets import LEVEL_ORDER, GenerationParams, LevelName, Size, params_for
+from comfyline.quality import QcSettings
 
 MAX_IMAGES = 100_000
 """Most images one order may ask for. More is a typo (``count: 1000000``), not a plan."""
@@ -244,13 +245,40 @@ class OutputSpec(_Model):
         return self
 
 
+class UpscaleSpec(_Model):
+    """How images are brought to a marketplace's size before export."""
+
+    model: ShortText | None = Field(
+        default=None,
+        description="An upscale model on the ComfyUI server (e.g. 4x-UltraSharp.pth): the "
+        "images go through builtin:upscale there. None: Lanczos on the CPU (Pillow).",
+    )
+
+
 class SaleInfo(_Model):
-    """Sale metadata carried into the report (and, later, marketplace exports)."""
+    """Sale metadata carried into the report, each image, and the marketplace exports."""
 
     title: ShortText | None = Field(default=None, description="Title for the whole series.")
     keywords: Keywords = Field(default=(), description="Keywords for every image.")
     category: ShortText | None = Field(default=None, description="Marketplace category.")
     description: Text | None = Field(default=None, description="Longer description.")
+    review: Literal["auto", "required"] = Field(
+        default="auto",
+        description="auto: every image that passes the quality checks is sold; required: "
+        "only the images approved with 'comfyline review --approve'.",
+    )
+    markets: Annotated[tuple[ShortText, ...], Strict(False)] = Field(
+        default=(), description="Marketplaces 'comfyline export' packages for by default."
+    )
+    upscale: UpscaleSpec = Field(
+        default_factory=UpscaleSpec, description="How images reach the market's size."
+    )
+    min_megapixels: float | None = Field(
+        default=None, gt=0, le=400, description="Upscale to at least this (over the markets')."
+    )
+    max_per_motif: int | None = Field(
+        default=None, ge=1, le=100, description="Near-duplicates kept per motif in a package."
+    )
 
 
 _CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
@@ -373,6 +401,9 @@ class OrderBase(_Model):
     seed: SeedPolicy = Field(default_factory=SeedPolicy, description="The seed policy.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Output folder, naming.")
     sale: SaleInfo | None = Field(default=None, description="Sale metadata for the report.")
+    qc: QcSettings = Field(
+        default_factory=QcSettings, description="Thresholds of the quality checks."
+    )
     workflow: RelativeFile | None = Field(
         default=None,
         description="API-format ComfyUI graph, relative to the order file, or builtin:NAME.",

@@ -276,6 +276,8 @@ class _Routes:
         path = Path(folder) / filename
         if not path.is_file():
             return _empty(404)
+        if self.sim.take_short_view(path):
+            return _ShortResponse(path.read_bytes())
         return _image_response(path, query.get("preview"), query.get("channel"))
 
     async def upload_image(self, request: Request) -> Response:
@@ -297,6 +299,9 @@ class _Routes:
 
     async def websocket(self, websocket: WebSocket) -> None:
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
+        if not self.sim.accepts_sockets():
+            await websocket.close()  # before accept: the handshake is answered 403
+            return
         await websocket.accept()
         await self.sim.connect(sid, websocket)
         try:
@@ -375,6 +380,20 @@ def _multipart(content_type: str, body: bytes) -> dict[str, str | tuple[str, byt
         if isinstance(name, str) and isinstance(payload, bytes):
             fields[name] = (filename, payload) if filename else payload.decode(errors="replace")
     return fields
+
+
+class _ShortResponse(Response):
+    """A PNG whose Content-Length is the whole file, but only the first half is sent before
+    the connection is dropped (the short_view fault): a download cut off mid-way."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data, media_type="image/png")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        half = self.body[: len(self.body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        # Returning without the last body message makes the server close the connection.
 
 
 def _image_response(path: Path, preview: str | None, channel: str | None) -> Response:

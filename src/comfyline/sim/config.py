@@ -37,6 +37,24 @@ class Faults:
     stuck_on_prompts: tuple[int, ...] = ()
     #: Every prompt whose sampler seed is in this list hangs the same way (each time it runs).
     stuck_on_seeds: tuple[int, ...] = ()
+    #: These prompts' SaveImage writes bytes that do not decode (a PNG signature, then junk),
+    #: as a failing disk or a broken custom node would.
+    corrupt_image_on_prompts: tuple[int, ...] = ()
+    #: These prompts' images are cut to half their bytes: the PNG header (and so the size it
+    #: states) is whole, the pixel data is not; only decoding the whole image notices.
+    truncated_image_on_prompts: tuple[int, ...] = ()
+    #: These prompts' images are saved at half the width and height the graph asks for.
+    wrong_size_on_prompts: tuple[int, ...] = ()
+    #: The first ``/view`` of each image of these prompts states the file's full Content-Length,
+    #: sends half of it and closes the connection (a download cut off); later ones are whole.
+    short_view_on_prompts: tuple[int, ...] = ()
+    #: Close every WebSocket (the server stays up) when these prompts (by execution count)
+    #: start: they run while their client cannot hear them.
+    drop_ws_on_prompts: tuple[int, ...] = ()
+    #: With ``drop_ws_after_prompts``/``drop_ws_on_prompts``: after the drop, refuse new
+    #: WebSockets (HTTP keeps answering) until the queue is empty, so that the prompts in flight
+    #: finish while their client cannot hear them and it has to settle them from ``/history``.
+    ws_down_until_idle: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The faults as a JSON-able dict (the body of ``GET /sim/faults``)."""

@@ -11,6 +11,7 @@ already in that folder.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import textwrap
@@ -19,6 +20,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def render(width: int, height: int, seed: int | None, text: str, index: int) -> Image.Image:
@@ -45,9 +48,12 @@ def png_info(prompt: dict[str, Any] | None, extra_pnginfo: dict[str, Any] | None
 
 
 def save_path(output_dir: Path, prefix: str, width: int, height: int) -> tuple[Path, str, str]:
-    """``(folder, subfolder, file name stem)`` for a filename prefix."""
+    """``(folder, subfolder, file name stem)`` for a filename prefix, split as ComfyUI does
+    (after normalising: ``a/./b`` is ``a/b``). The folder may lie outside ``output_dir``
+    (``../x``, ``/tmp/x``): the caller refuses that."""
     prefix = prefix.replace("%width%", str(width)).replace("%height%", str(height))
-    subfolder, _, stem = prefix.rpartition("/")
+    normal = os.path.normpath(prefix)
+    subfolder, stem = os.path.dirname(normal), os.path.basename(normal)
     folder = output_dir / subfolder if subfolder else output_dir
     return folder, subfolder, stem
 

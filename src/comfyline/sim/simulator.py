@@ -12,10 +12,12 @@ import asyncio
 import heapq
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
@@ -79,6 +81,9 @@ class _Run:
     ui: dict[str, Any] = field(default_factory=dict)
     #: The resolved inputs of the node running now (for execution_error's current_inputs).
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: The fixed prompt time was spent in the first sampler (a graph without one spends it all
+    #: at the end).
+    fixed_done: bool = False
 
     @property
     def client_id(self) -> str | None:
@@ -132,9 +137,12 @@ class Simulator:
         self.clock = clock
         self._model_clock = _ModelClock(clock, config.time_scale)
         self._slept_s = 0.0  # real seconds the running prompt spent in simulated work
-        # The fixed time covers a prompt from its start to its last message: _tail_s is how
-        # long the messages after the fixed work took last time (and when it ended).
+        # The fixed time covers a prompt from its start to its last message. Most of it is spent
+        # in the sampler, less what came after it last time (_after_sampler_s); what is left is
+        # topped up at the end, less what the closing messages took last time (_tail_s).
+        self._after_sampler_s = 0.0
         self._tail_s = 0.0
+        self._sampler_done_s: float | None = None
         self._fixed_done_s: float | None = None
         self.node_defs = load_node_defs(
             config.checkpoints, config.loras, config.upscale_models, config.object_info_files
@@ -165,6 +173,10 @@ class Simulator:
         self._counters: dict[tuple[str, str], int] = {}
         self._free_request: dict[str, Any] | None = None
         self._stopping = False
+        #: Files whose next /view is cut off (the short_view fault).
+        self._short_views: set[Path] = set()
+        #: New WebSockets are refused until the queue is empty (the ws_down_until_idle fault).
+        self._ws_down = False
 
     def model_time(self) -> float:
         """Model seconds since start (see :class:`_ModelClock`)."""
@@ -199,6 +211,9 @@ class Simulator:
                 await task
             except asyncio.CancelledError:
                 pass
+        run = self.running
+        if run is not None and run.record.end_s is None:  # cut off by a restart or shutdown
+            run.record.status, run.record.end_s = "lost", self.clock()
         if self.thermal is not None:
             self.thermal.set_busy(False)
         self._model_clock.end_work()
@@ -234,6 +249,7 @@ class Simulator:
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
         self._seq += 1
+        self.stats.posted += 1
         item = [number, prompt_id, prompt, extra, result.outputs]
         heapq.heappush(self._heap, (number, self._seq, item))
         if self._wakeup is not None:
@@ -309,6 +325,14 @@ class Simulator:
         return max(0, self.config.vram_total_bytes - used)
 
     # --- sockets ---------------------------------------------------------------------------
+
+    def accepts_sockets(self) -> bool:
+        """False while the ws_down_until_idle fault refuses new WebSockets (counted)."""
+        if self._ws_down and self.queue_remaining() == 0:
+            self._ws_down = False
+        if self._ws_down:
+            self.stats.ws_refused += 1
+        return not self._ws_down
 
     async def connect(self, sid: str, socket: Socket) -> None:
         """A socket connected: it takes over ``sid``; gets status and the late-join replay."""
@@ -392,6 +416,8 @@ class Simulator:
         run = _Run(number, prompt_id, prompt, extra, outputs, record)
         self.running = run
         await self.broadcast_status()
+        if record.execution in self.faults.drop_ws_on_prompts:
+            await self._drop_sockets()
         try:
             status = await self._execute(run)
         except _Blackout:
@@ -404,7 +430,10 @@ class Simulator:
         await self.broadcast_status()
         await self._to_client(run, "executing", {"node": None, "prompt_id": prompt_id})
         record.status, record.end_s = status, self.clock()
-        if self._fixed_done_s is not None:  # learn how long the closing messages take
+        if self._sampler_done_s is not None:  # learn how long the rest of a prompt takes
+            self._after_sampler_s = record.end_s - self._sampler_done_s
+            self._sampler_done_s = None
+        if self._fixed_done_s is not None:  # and how long its closing messages take
             self._tail_s = record.end_s - self._fixed_done_s
             self._fixed_done_s = None
         await self._after_prompt()
@@ -435,12 +464,17 @@ class Simulator:
         faults = self.faults
         if faults.drop_ws_after_prompts and len(self.stats.prompts) >= faults.drop_ws_after_prompts:
             self.faults = Faults.from_json({"drop_ws_after_prompts": None}, faults)
-            self.stats.ws_drops += 1
-            await self.close_sockets()
+            await self._drop_sockets()
         after = faults.restart_after_prompts
         if after and self.executed_since_restart >= after:
             self.faults = Faults.from_json({"restart_after_prompts": None}, self.faults)
             self.request_restart(0.5 * self.config.time_scale)
+
+    async def _drop_sockets(self) -> None:
+        """The dropped-WebSocket faults: close every socket, maybe refuse new ones a while."""
+        self.stats.ws_drops += 1
+        self._ws_down = self.faults.ws_down_until_idle
+        await self.close_sockets()
 
     def request_restart(self, away_s: float) -> None:
         """Restart: connections dropped, queue/history/cache lost, away ``away_s`` real s."""
@@ -490,7 +524,7 @@ class Simulator:
                 results[node_id] = await self._run_node(run, node_id, results)
                 self.cache[sigs[node_id]] = results[node_id]
                 run.executed.append(node_id)
-            await self._fixed_work(run.record.start_s)
+            await self._fixed_topup(run)
         except nodes.NodeFailure as failure:
             await self._exec_message(run, "execution_error", self._error_data(run, failure))
             return "error"
@@ -523,18 +557,42 @@ class Simulator:
             self._model_clock.advance(model_seconds)
         self._check_blackout()
 
-    async def _fixed_work(self, started: float) -> None:
-        """The prompt's fixed time, with the simulator's own work (rendering, saving) counted
-        in, so that ``fixed_prompt_s`` is what one prompt takes, as on a real server."""
+    def _fixed_left(self, run: _Run, after_s: float) -> float:
+        """Real seconds of the prompt's fixed time still to spend, ``after_s`` kept back."""
+        elapsed = self.clock() - run.record.start_s - self._slept_s
+        return max(0.0, self.config.fixed_prompt_s * self.config.time_scale - elapsed - after_s)
+
+    async def _fixed_work(self, run: _Run) -> None:
+        """The prompt's fixed time, spent in its first sampler (after the steps): where a real
+        server spends its time and where an interrupt stops it, before anything is saved."""
+        if run.fixed_done or self.config.fixed_prompt_s <= 0:
+            return
+        run.fixed_done = True
+        await self._pause(self._fixed_left(run, self._after_sampler_s))
+        self._sampler_done_s = self.clock()
+        self._check_blackout()
+
+    async def _fixed_topup(self, run: _Run) -> None:
+        """What is left of the fixed time at the end of the prompt (all of it in a graph
+        without a sampler), with the simulator's own work (rendering, saving) counted in, so
+        that ``fixed_prompt_s`` is what one prompt takes, as on a real server."""
         fixed = self.config.fixed_prompt_s
         if fixed > 0:
-            # ~0.3 ms more go to the messages after this point (success, status, the final
-            # executing): small against any fixed time worth simulating.
-            overhead = self.clock() - started - self._slept_s + self._tail_s
-            await asyncio.sleep(max(0.0, fixed * self.config.time_scale - overhead))
+            # Every node ran, outputs included: like ComfyUI, too late to be interrupted.
+            await asyncio.sleep(self._fixed_left(run, self._tail_s))
             self._fixed_done_s = self.clock()
             self._model_clock.advance(fixed)
         self._check_blackout()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, cut short by /interrupt (then raises _Interrupted)."""
+        assert self._interrupt is not None
+        try:
+            async with asyncio.timeout(seconds):
+                await self._interrupt.wait()
+        except TimeoutError:
+            return
+        raise _Interrupted()
 
     def _check_blackout(self) -> None:
         thermal = self.thermal
@@ -563,6 +621,7 @@ class Simulator:
         final: tuple[float, float] = (1.0, 1.0)
         if work is not None:
             await self._sample(run, node_id, work)
+            await self._fixed_work(run)
             final = (work.steps, work.steps)
         definition = self.node_defs[class_type]
         if class_type == "LoadImage":
@@ -690,26 +749,67 @@ class Simulator:
             base = self.config.resolved_temp_dir
         out_dir = base or self.config.output_dir
         folder, subfolder, stem = render.save_path(out_dir, prefix, image.width, image.height)
+        _refuse_outside(out_dir, folder)
         counter = self._next_counter(folder, stem)
         extra_pnginfo = run.extra.get("extra_pnginfo")
         info = render.png_info(
             run.prompt, extra_pnginfo if isinstance(extra_pnginfo, dict) else None
         )
+        execution, faults = run.record.execution, self.faults
+        width, height = image.width, image.height
+        if execution in faults.wrong_size_on_prompts:
+            width, height = max(1, width // 2), max(1, height // 2)
         images = []
         for index in range(image.batch):
             name = f"{stem}_{counter + index:05}_.png"
-            picture = render.render(image.width, image.height, image.seed, image.text, index)
+            picture = render.render(width, height, image.seed, image.text, index)
             render.save_png(picture, folder / name, info)
+            self._damage(execution, folder / name)
             self.stats.files_written += 1
             images.append({"filename": name, "subfolder": subfolder, "type": kind})
         self._counters[(str(folder), stem)] = counter + image.batch
         return {"images": images}
+
+    def _damage(self, execution: int, path: Path) -> None:
+        """Apply the image faults of prompt ``execution`` to the file just saved."""
+        faults = self.faults
+        if execution in faults.corrupt_image_on_prompts:
+            path.write_bytes(render.PNG_SIGNATURE + b"comfyline simulator: not an image" * 8)
+        elif execution in faults.truncated_image_on_prompts:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        if execution in faults.short_view_on_prompts:
+            self._short_views.add(path.resolve())
+
+    def take_short_view(self, path: Path) -> bool:
+        """Whether this /view of ``path`` is to be cut off (once per file; counted)."""
+        resolved = path.resolve()
+        if resolved not in self._short_views:
+            return False
+        self._short_views.discard(resolved)
+        self.stats.short_views += 1
+        return True
 
     def _next_counter(self, folder: Any, stem: str) -> int:
         key = (str(folder), stem)
         if key not in self._counters:
             self._counters[key] = render.next_counter(folder, stem)
         return self._counters[key]
+
+
+def _refuse_outside(output_dir: Path, folder: Path) -> None:
+    """SaveImage refuses a filename_prefix that leads out of its output folder (``../..``, an
+    absolute path), as ComfyUI's ``folder_paths.get_save_image_path`` does: the node fails."""
+    root = os.path.abspath(output_dir)
+    full = os.path.abspath(folder)
+    common = os.path.commonpath((root, full))
+    if common != root:
+        raise nodes.NodeFailure(
+            "Exception",
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            f"\n full_output_folder: {full}\n         output_dir: {root}"
+            f"\n         commonpath: {common}\n",
+        )
 
 
 def _meta(node_id: str) -> dict[str, Any]:

@@ -34,10 +34,16 @@ class SimStats:
     """Counters and per-prompt times since the simulator started (restarts do not reset them)."""
 
     prompts: list[PromptRecord] = field(default_factory=list)
+    #: Prompts accepted by POST /prompt (queued), whether or not they ever started.
+    posted: int = 0
     files_written: int = 0
     restarts: int = 0
     blackouts: int = 0
     ws_drops: int = 0
+    #: /view answers cut off by the short_view fault.
+    short_views: int = 0
+    #: WebSocket connections refused by the ws_down_until_idle fault.
+    ws_refused: int = 0
 
     def start(self, prompt_id: str, number: float, now: float) -> PromptRecord:
         """Record that a prompt started; returns its record."""
@@ -56,6 +62,7 @@ class SimStats:
         return {
             "prompts": [asdict(p) for p in self.prompts],
             "gaps_s": gaps,
+            "posted": self.posted,
             "started": len(self.prompts),
             "executed": sum(1 for p in done if p.status == "success" and not p.cached),
             "cached": sum(1 for p in done if p.status == "success" and p.cached),
@@ -66,4 +73,6 @@ class SimStats:
             "restarts": self.restarts,
             "blackouts": self.blackouts,
             "ws_drops": self.ws_drops,
+            "short_views": self.short_views,
+            "ws_refused": self.ws_refused,
         }

@@ -1,0 +1,292 @@
+"""The pages and their actions: the line, an order, a new order; the images and the event
+streams. Handlers read through the library (``status``, the ledger, ``orders``) and render."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from comfyline.errors import ConfigError
+from comfyline.ledger import LedgerReader, ledger_path
+from comfyline.progress import format_duration
+from comfyline.web import forms, images, stream
+from comfyline.web.catalog import Catalog
+from comfyline.web.config import WebConfig
+from comfyline.web.log import QUIET_KINDS, log_line
+from comfyline.web.runner import OrderRunner
+
+PAGE_IMAGES = 120
+"""Thumbnails per page of an order: a page of a 5,000-image order stays quick to show."""
+LOG_LINES = 200
+CHART_POINTS = 600
+HEALTH_EVERY_S = 10.0
+_RESUMABLE = {"interrupted", "partial", "failed", "cancelled", "queued", "validated"}
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/", line_page),
+        Route("/events", line_events),
+        Route("/new", new_order_page, methods=["GET", "POST"]),
+        Route("/o/{key}", order_page),
+        Route("/o/{key}/events", order_events),
+        Route("/o/{key}/start", start_order, methods=["POST"]),
+        Route("/o/{key}/cancel", cancel_order, methods=["POST"]),
+        Route("/o/{key}/image/{index:int}/{number:int}", image),
+        Route("/o/{key}/thumb/{index:int}/{number:int}", thumb),
+    ]
+
+
+# -- shared ------------------------------------------------------------------------------
+
+
+def catalog_of(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+def runner_of(request: Request) -> OrderRunner:
+    runner: OrderRunner = request.app.state.runner
+    return runner
+
+
+def config_of(request: Request) -> WebConfig:
+    config: WebConfig = request.app.state.config
+    return config
+
+
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def fragment(request: Request, name: str, context: dict[str, Any]) -> str:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.get_template(name).render(context)
+
+
+def _sse(body: Any) -> StreamingResponse:
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+def duration(seconds: float | None) -> str:
+    return format_duration(seconds) if seconds is not None else ""
+
+
+# -- the line ----------------------------------------------------------------------------
+
+
+async def line_page(request: Request) -> Response:
+    html = await asyncio.to_thread(_line_body, request)
+    return render(request, "line.html", {"body": html, "page": "line"})
+
+
+async def line_events(request: Request) -> Response:
+    return _sse(stream.line_stream(lambda: _line_body(request)))
+
+
+def _line_body(request: Request) -> str:
+    runner = runner_of(request)
+    rows = []
+    for key, file, row in catalog_of(request).rows():
+        job = runner.job(file) if row.state != "invalid" else None
+        rows.append({"key": key, "row": row, "job": job, "actions": _actions(row.state, job)})
+    context = {"rows": rows, "backends": _backends(request, [r["row"] for r in rows])}
+    return fragment(request, "_line_body.html", context | {"duration": duration})
+
+
+def _backends(request: Request, rows: list[Any]) -> list[dict[str, Any]]:
+    """The configured server (answering or not) and every server the orders' ledgers name,
+    with the last temperature an order read there."""
+    config = config_of(request)
+    health = _health(request)
+    main = "built-in simulator" if config.sim else config.settings.comfyui_url
+    found: dict[str, dict[str, Any]] = {main: {"name": main, "health": health, "temp": None}}
+    for row in rows:
+        for server in row.servers:
+            entry = found.setdefault(server, {"name": server, "health": "", "temp": None})
+            if row.temperature_c is not None and row.state == "running":
+                entry["temp"] = row.temperature_c
+    return list(found.values())
+
+
+def _health(request: Request) -> str:
+    """Whether the configured ComfyUI answers ``/system_stats`` (looked up every 10 s)."""
+    config = config_of(request)
+    if config.sim:
+        return "started with each order"
+    cached = getattr(request.app.state, "health", None)
+    if cached is not None and time.monotonic() - cached[0] < HEALTH_EVERY_S:
+        return str(cached[1])
+    try:
+        reply = httpx.get(f"{config.settings.comfyui_url.rstrip('/')}/system_stats", timeout=1.5)
+        reply.raise_for_status()
+        version = reply.json().get("system", {}).get("comfyui_version", "")
+        text = f"answers{f' (ComfyUI {version})' if version else ''}"
+    except (httpx.HTTPError, ValueError, AttributeError):
+        text = "not answering (orders fall back to the simulator only for the default URL)"
+    request.app.state.health = (time.monotonic(), text)
+    return text
+
+
+def _actions(state: str, job: Any) -> list[str]:
+    """Which buttons an order gets: start, resume or cancel."""
+    if job is not None and job.active:
+        return ["cancel"]
+    if state == "new":
+        return ["start"]
+    if state in _RESUMABLE:
+        return ["resume"]
+    return []
+
+
+# -- an order ----------------------------------------------------------------------------
+
+
+async def order_page(request: Request) -> Response:
+    key = request.path_params["key"]
+    page = max(0, int_param(request.query_params.get("page"), 0))
+    context = await asyncio.to_thread(_order_context, request, key, page)
+    return render(request, "order.html", context)
+
+
+def _order_context(request: Request, key: str, page: int) -> dict[str, Any]:
+    place = catalog_of(request).place(key)
+    context: dict[str, Any] = {
+        "key": key,
+        "page": "order",
+        "status_html": _status_html(request, key),
+        "log": [],
+        "thumbs": [],
+        "chart": [],
+        "after_event": 0,
+        "after_reading": 0,
+        "page_no": page,
+        "pages": 1,
+        "order_name": place.file.parent.name,
+    }
+    db = ledger_path(place.output) if place.output is not None else None
+    if db is None or not db.is_file():
+        return context
+    with LedgerReader.open(db) as view:
+        counts = view.counts()
+        events = view.latest_events(limit=LOG_LINES, skip_kinds=sorted(QUIET_KINDS))
+        context["log"] = [line.to_json() for i, e in events if (line := log_line(i, e))][::-1]
+        context["after_event"] = view.last_event_id()
+        context["after_reading"] = view.last_reading_id()
+        context["chart"] = _chart_points(view)
+        slots = view.done_slots(offset=page * PAGE_IMAGES, limit=PAGE_IMAGES, newest_first=True)
+    context["thumbs"] = [(s.index, n) for s in slots for n in range(len(s.files))]
+    context["pages"] = max(1, -(-counts.done // PAGE_IMAGES))
+    return context
+
+
+def _chart_points(view: LedgerReader) -> list[list[float]]:
+    points = [[r.at, r.temperature_c] for _, r in view.readings() if r.temperature_c is not None]
+    step = max(1, len(points) // CHART_POINTS)
+    return [p for p in points[::step]] + (points[-1:] if points and step > 1 else [])
+
+
+def _status_html(request: Request, key: str) -> str:
+    catalog = catalog_of(request)
+    row = catalog.row(key)
+    job = runner_of(request).job(catalog.file(key))
+    context = {"key": key, "row": row, "job": job, "actions": _actions(row.state, job)}
+    return fragment(request, "_status.html", context | {"duration": duration})
+
+
+async def order_events(request: Request) -> Response:
+    key = request.path_params["key"]
+    catalog_of(request).place(key)  # 404 before the stream starts
+    event, reading = stream.parse_last_id(request.headers.get("last-event-id"))
+    if not event:
+        event = int_param(request.query_params.get("after"), 0)
+        reading = int_param(request.query_params.get("readings_after"), 0)
+    body = stream.order_stream(
+        catalog_of(request),
+        key,
+        runner_of(request),
+        after_event=event,
+        after_reading=reading,
+        render_status=lambda k: _status_html(request, k),
+    )
+    return _sse(body)
+
+
+async def start_order(request: Request) -> Response:
+    key = request.path_params["key"]
+    file = catalog_of(request).file(key)
+    runner_of(request).start(file)
+    return RedirectResponse(f"/o/{key}", status_code=303)
+
+
+async def cancel_order(request: Request) -> Response:
+    key = request.path_params["key"]
+    await runner_of(request).cancel(catalog_of(request).file(key))
+    return RedirectResponse(f"/o/{key}", status_code=303)
+
+
+async def image(request: Request) -> Response:
+    path, sha256 = await _image_file(request)
+    return FileResponse(path, headers=_cache_headers(sha256))
+
+
+async def thumb(request: Request) -> Response:
+    path, sha256 = await _image_file(request)
+    place = catalog_of(request).place(request.path_params["key"])
+    assert place.output is not None
+    small = await asyncio.to_thread(images.thumbnail, place.output, path, sha256)
+    return FileResponse(small, media_type="image/webp", headers=_cache_headers(sha256))
+
+
+async def _image_file(request: Request) -> tuple[Any, str]:
+    place = catalog_of(request).place(request.path_params["key"])
+    if place.output is None:
+        raise HTTPException(404, "this order does not load, so it has no images")
+    root = config_of(request).settings.output_root
+    index, number = request.path_params["index"], request.path_params["number"]
+    try:
+        return await asyncio.to_thread(images.image_file, place.output, root, index, number)
+    except images.NoImage as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def _cache_headers(sha256: str) -> dict[str, str]:
+    # A done slot's files never change; the sha256 names the content.
+    return {"Cache-Control": "private, max-age=86400", "ETag": f'"{sha256[:32]}"'}
+
+
+# -- a new order -------------------------------------------------------------------------
+
+
+async def new_order_page(request: Request) -> Response:
+    context: dict[str, Any] = {"page": "new", "values": {}, "problems": {}, "yaml_text": ""}
+    if request.method == "POST":
+        values = {k: str(v) for k, v in (await request.form()).items() if k in forms.FIELDS}
+        orders_dir = config_of(request).orders_dir
+        try:
+            result = await asyncio.to_thread(forms.create_order, orders_dir, values)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the order under {orders_dir}: {exc}") from exc
+        if result.folder is not None:
+            key = catalog_of(request).key(result.folder / "project.yaml")
+            return RedirectResponse(f"/o/{key}", status_code=303)
+        context |= {"values": values, "problems": result.problems, "yaml_text": result.yaml_text}
+        return render(request, "new.html", context, status=422)
+    return render(request, "new.html", context)
+
+
+def int_param(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default

@@ -1,0 +1,200 @@
+"""The dashboard in a real browser (Chromium, driven by Playwright): an order started from the
+page completes with live updates and thumbnails; the keyboard review saves decisions that the
+export honours; the package is downloaded and its CSV read. Every page is photographed, on a
+phone and on a wide screen, under test-artifacts/web/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from comfyline.review import list_review
+from comfyline.sim import Faults, running_simulator
+from comfyline.web import WebConfig
+from sim_graphs import txt2img
+from test_pipeline_support import run_in_process, settings_for, sim_config, write_order
+from web_support import PHONE, WIDE, chromium_path, in_thread, screenshot, serving
+
+WAIT_MS = 60_000
+"""Deadline of each wait in the page: generous, a busy 2-core machine runs these."""
+
+SINGLE = """type: single
+title: Lighthouse at dusk
+quality: preview
+count: 6
+prompt: a red lighthouse on a rocky coast at dusk
+seed: {mode: fixed, base: 1234}
+"""
+
+FRUIT = """type: variations
+title: Fresh fruit
+quality: preview
+count: 1
+template: "a {fruit} on a {surface}, studio photo"
+variables:
+  fruit: [red apple, ripe pear]
+  surface: [oak table, slate board]
+seed: {mode: fixed, base: 42}
+qc: {duplicate_distance: null}
+sale:
+  title: "{fruit} on a {surface}"
+  keywords: [fruit, food, fresh]
+  review: required
+  markets: [adobe]
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
+
+
+def no_traceback(page: Page) -> None:
+    text = page.content()
+    assert "Traceback" not in text and "Internal Server Error" not in text, text[:2000]
+
+
+def both_widths(page: Page, name: str) -> None:
+    """Photograph the page wide, then on a phone, and check it shows no traceback."""
+    no_traceback(page)
+    page.set_viewport_size(WIDE)
+    screenshot(page, f"{name}-wide")
+    page.set_viewport_size(PHONE)
+    screenshot(page, f"{name}-phone")
+    page.set_viewport_size(WIDE)
+
+
+def test_an_order_started_from_the_page_completes_live(tmp_path: Path, browser: Browser) -> None:
+    orders = tmp_path / "automation" / "orders"
+    write_order(orders, "lighthouse", SINGLE)
+    write_order(orders, "broken", "type: single\ncount: 0\n")
+    # Another client's prompt holds the server (it never ends until /interrupt): the test lets
+    # it go once the page shows the order running, so the page must follow it live.
+    with running_simulator(sim_config(tmp_path, faults=Faults(stuck_on_prompts=(1,)))) as sim:
+        httpx.post(f"{sim.url}/prompt", json={"prompt": txt2img(), "client_id": "someone"})
+        config = WebConfig(orders, settings_for(sim.url, tmp_path / "out"))
+        with serving(config) as base:
+            page = browser.new_page(viewport=WIDE)
+            page.goto(f"{base}/")
+            expect(page.locator("tr[data-order=broken] .state")).to_have_text("invalid")
+            both_widths(page, "line")
+            page.click("a[href='/o/lighthouse']")
+            page.click("button[data-action=start]")
+            page.wait_for_url(f"{base}/o/lighthouse")
+            expect(page.locator("#order-state")).to_have_text("running", timeout=WAIT_MS)
+            expect(page.locator("#order-counts")).to_have_text("0/6 images")
+            page.evaluate("window.sameDocument = true")  # a reload would lose it
+
+            httpx.post(f"{sim.url}/interrupt")
+            expect(page.locator("#order-state")).to_have_text("completed", timeout=WAIT_MS)
+            expect(page.locator("#thumbs img")).to_have_count(6, timeout=WAIT_MS)
+            assert page.evaluate("window.sameDocument") is True
+            page.wait_for_function(
+                "[...document.querySelectorAll('#thumbs img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)",
+                timeout=WAIT_MS,
+            )
+            expect(page.locator("#log")).to_contain_text("order completed")
+            expect(page.locator("#chart-caption")).to_contain_text("readings")
+            both_widths(page, "order")
+
+            page.goto(f"{base}/new")
+            page.fill("#f-id", "Bad Id")
+            page.select_option("#f-quality", "max")
+            page.fill("#f-count", "0")
+            page.fill("#f-prompt", "a quiet harbour")
+            page.click("button[type=submit]")
+            expect(page.locator(".field-problem[data-field=id]")).to_contain_text("not a valid")
+            expect(page.locator(".field-problem[data-field=count]")).to_be_visible()
+            both_widths(page, "new-order-problems")
+            page.fill("#f-id", "harbour")
+            page.fill("#f-count", "2")
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/o/harbour")
+            expect(page.locator("#order-state")).to_have_text("new")
+            assert (orders / "harbour" / "project.yaml").is_file()
+            page.close()
+
+
+def _keys(page: Page, *keys: str) -> None:
+    for key in keys:
+        page.keyboard.press(key)
+
+
+def _saved(page: Page, text: str) -> None:
+    expect(page.locator("#review-msg")).to_have_text(text, timeout=WAIT_MS)
+
+
+def test_keyboard_review_then_export_honours_it(tmp_path: Path, browser: Browser) -> None:
+    orders = tmp_path / "automation" / "orders"
+    order_file = write_order(orders, "fruit", FRUIT)
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, tmp_path / "out")
+        in_thread(run_in_process, order_file, settings)
+    with serving(WebConfig(orders, settings)) as base:
+        page = browser.new_page(viewport=WIDE)
+        page.goto(f"{base}/o/fruit/review")
+        expect(page.locator(".tile")).to_have_count(4)
+        _keys(page, "p")
+        _saved(page, "image 0: approved (saved)")
+        _keys(page, "ArrowRight", "x")
+        _saved(page, "image 1: rejected (saved)")
+        _keys(page, "ArrowRight", "p")
+        _saved(page, "image 2: approved (saved)")
+        _keys(page, "ArrowRight", "p")
+        _saved(page, "image 3: approved (saved)")
+        _keys(page, "u")  # undo the last decision: image 3 is not reviewed again
+        _saved(page, "image 3: decision undone (saved)")
+        _keys(page, "r")
+        expect(page.locator("#review-msg")).to_contain_text("not available yet")
+        decisions = {item.index: item.decision for item in list_review(order_file, settings)}
+        assert decisions == {0: "approved", 1: "rejected", 2: "approved", 3: None}
+        _keys(page, "ArrowLeft", "ArrowLeft")
+        loupe = page.locator("#loupe-img")
+        expect(loupe).to_have_attribute("src", "/o/fruit/image/1/0")
+        page.wait_for_function("document.getElementById('loupe-img').naturalWidth > 0")
+        shown = page.evaluate(
+            "(() => { const i = document.getElementById('loupe-img');"
+            " return [i.naturalWidth, i.getBoundingClientRect().width]; })()"
+        )
+        assert shown[0] == shown[1], f"the loupe is not at 100 %: {shown}"
+        both_widths(page, "review")
+
+        # Dreamstime wants a description this order lacks: every problem is shown, by image.
+        page.goto(f"{base}/o/fruit/export?market=adobe&market=dreamstime")
+        problems = page.locator("#problems li")
+        expect(problems).to_have_count(2)  # the two approved images only
+        expect(problems.first).to_contain_text("description")
+        both_widths(page, "export-problems")
+        page.uncheck("input[value=dreamstime]")
+        page.click("#markets button[type=submit]")
+        expect(page.locator("#no-problems")).to_be_visible()
+        page.click("#run-export button[type=submit]")
+        expect(page.locator("#job-state")).to_have_text("finished", timeout=WAIT_MS)
+        with page.expect_download(timeout=WAIT_MS) as download:
+            page.click("a.download[data-market=adobe]")
+        rows = _csv_rows(Path(download.value.path()), "adobe/adobe.csv")
+        both_widths(page, "export-done")
+        page.close()
+    names = sorted(row["Filename"] for row in rows)
+    assert [name[:4] for name in names] == ["0000", "0002"], names  # approved only
+    assert all(row["Title"] for row in rows)
+
+
+def _csv_rows(archive: Path, member: str) -> list[dict[str, Any]]:
+    with zipfile.ZipFile(archive) as package:
+        text = package.read(member).decode("utf-8")
+        assert sum(1 for n in package.namelist() if n.endswith(".jpg")) == 2
+    return list(csv.DictReader(io.StringIO(text)))

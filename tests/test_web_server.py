@@ -1,0 +1,246 @@
+"""The dashboard over real sockets, without a browser: who may come in (token beyond loopback,
+loopback Host only, no cross-site POST), images by ledger index only, the event stream, cancel
+as Ctrl-C, and problems shown as words, never as a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from comfyline.ledger import ledger_path, read_status
+from comfyline.sim import Faults, running_simulator
+from comfyline.web import WebConfig
+from sim_graphs import txt2img
+from test_pipeline_support import (
+    ROOT,
+    child_env,
+    output_folder,
+    run_in_process,
+    server_queue,
+    settings_for,
+    sim_config,
+    single_order,
+    wait_for,
+)
+from web_support import serving
+
+LINK = re.compile(r"dashboard on (http://\S+)")
+
+
+@contextmanager
+def serve_process(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``comfyline serve ARGS`` as a child; yields the link it prints."""
+    orders = tmp_path / "orders"
+    orders.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "comfyline", "serve", "--port", "0", "--line", str(orders)]
+    with subprocess.Popen(
+        [*command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**child_env(), **(env or {})},
+        cwd=ROOT,
+    ) as proc:
+        try:
+            yield _printed_link(proc)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+
+
+def _printed_link(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if selector.select(timeout=deadline - time.monotonic()):
+                line = proc.stdout.readline()
+                assert line, "comfyline serve ended before printing its link"
+                if found := LINK.search(line):
+                    return found.group(1)
+    raise AssertionError("comfyline serve printed no link within 60 s")
+
+
+def test_beyond_loopback_every_request_needs_the_token(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--host", "127.0.0.2") as link:
+        base, _, token = link.partition("/?token=")
+        assert base.startswith("http://127.0.0.2:") and len(token) >= 30
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for path in ("/", "/events", "/new", "/static/app.css", "/o/x/thumb/0/0"):
+                assert client.get(path).status_code == 401, path
+            assert client.post("/new").status_code == 401
+            assert client.get("/", params={"token": "wrong"}).status_code == 401
+            assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            entry = client.get("/", params={"token": token})
+            assert entry.status_code == 303 and entry.headers["location"] == "/"
+            assert "HttpOnly" in entry.headers["set-cookie"]
+            assert client.get("/").status_code == 200  # the cookie it set
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/", headers=bearer, timeout=30).status_code == 200
+    # A token from the environment, on all addresses (reached here by loopback only).
+    env = {"COMFYLINE_TOKEN": "a-token-from-the-environment-0123"}
+    with serve_process(tmp_path, "--host", "0.0.0.0", env=env) as link:
+        assert link.endswith("?token=a-token-from-the-environment-0123")
+        local = "http://127.0.0.1:" + link.split(":")[2].split("/")[0]
+        assert httpx.get(f"{local}/", timeout=30).status_code == 401
+        headers = {"Authorization": "Bearer a-token-from-the-environment-0123"}
+        assert httpx.get(f"{local}/", headers=headers, timeout=30).status_code == 200
+
+
+def test_on_loopback_foreign_hosts_and_cross_site_posts_are_refused(tmp_path: Path) -> None:
+    orders = tmp_path / "orders"
+    order_file = single_order(orders, "harbour", 2)
+    settings = settings_for("http://127.0.0.1:9", tmp_path / "out")
+    with serving(WebConfig(orders, settings)) as base:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/").status_code == 200
+            # DNS rebinding: a page of another site that points its name at 127.0.0.1.
+            assert client.get("/", headers={"Host": "evil.example:80"}).status_code == 403
+            for headers in (
+                {"Origin": "http://evil.example"},
+                {"Origin": "null"},
+                {"Sec-Fetch-Site": "cross-site"},
+            ):
+                refused = client.post("/o/harbour/start", headers=headers)
+                assert refused.status_code == 403, headers
+            assert client.post("/new", headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
+    assert not ledger_path(output_folder(order_file, tmp_path / "out")).exists()  # not started
+
+
+def test_images_are_served_by_ledger_index_and_never_outside(tmp_path: Path) -> None:
+    orders = tmp_path / "orders"
+    order_file = single_order(orders, "harbour", 3)
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, tmp_path / "out")
+        run_in_process(order_file, settings)
+    folder = output_folder(order_file, tmp_path / "out")
+    (tmp_path / "out" / "secret.png").write_bytes(b"not for the browser")
+    with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+        first = sorted(folder.glob("0000_*.png"))[0]
+        assert client.get("/o/harbour/image/0/0").content == first.read_bytes()
+        thumb = client.get("/o/harbour/thumb/0/0")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+        cached = list((folder / ".comfyline" / "thumbs").glob("*.webp"))
+        assert len(cached) == 1
+        made_at = cached[0].stat().st_mtime_ns
+        assert client.get("/o/harbour/thumb/0/0").content == thumb.content
+        assert cached[0].stat().st_mtime_ns == made_at  # made once
+        for path in (
+            "/o/harbour/image/0/1",
+            "/o/harbour/image/99/0",
+            "/o/harbour/image/-1/0",
+            "/o/..%2F..%2Fout/image/0/0",
+            "/o/harbour/image/0/0/../../../../secret.png",
+            "/static/..%2Fpages.py",
+            "/static/../pages.py",
+        ):
+            answer = client.get(path)
+            assert answer.status_code == 404, path
+            assert b"Traceback" not in answer.content
+        # A ledger that names a file outside the output folder does not lead there.
+        with sqlite3.connect(ledger_path(folder)) as db:
+            db.execute("""UPDATE slot SET files = '["../secret.png"]' WHERE idx = 1""")
+        db.close()
+        assert client.get("/o/harbour/image/1/0").status_code == 404
+        assert client.get("/o/harbour/thumb/1/0").status_code == 404
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str, Any]]:
+    """(id, event, data) of each message of an event stream."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "event" in fields:
+                yield fields.get("id", ""), fields["event"], json.loads(fields["data"])
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+def test_the_event_stream_sends_each_image_once_and_resumes(tmp_path: Path) -> None:
+    orders = tmp_path / "orders"
+    order_file = single_order(orders, "harbour", 5)
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, tmp_path / "out")
+        run_in_process(order_file, settings)
+    with serving(WebConfig(orders, settings)) as base, httpx.Client(timeout=30) as client:
+        images: list[int] = []
+        log: list[str] = []
+        last_id = ""
+        with client.stream("GET", f"{base}/o/harbour/events?after=0") as stream:
+            for message_id, event, data in _sse(stream.iter_lines()):
+                last_id = message_id
+                images += [index for index, _ in data] if event == "images" else []
+                log += [line["text"] for line in data] if event == "log" else []
+                if event == "status":
+                    assert "completed" in data["html"]
+                    break
+        assert sorted(images) == [0, 1, 2, 3, 4]
+        assert "order completed" in log
+        # A reconnecting browser sends the last id it saw: nothing comes twice.
+        headers = {"Last-Event-ID": last_id}
+        with client.stream("GET", f"{base}/o/harbour/events", headers=headers) as stream:
+            first = next(_sse(stream.iter_lines()))
+        assert first[1] == "status"
+
+
+def test_cancel_on_the_page_stops_the_order_as_ctrl_c_does(tmp_path: Path) -> None:
+    orders = tmp_path / "orders"
+    order_file = single_order(orders, "harbour", 4)
+    with running_simulator(sim_config(tmp_path, faults=Faults(stuck_on_prompts=(1,)))) as sim:
+        other = httpx.post(f"{sim.url}/prompt", json={"prompt": txt2img(), "client_id": "x"})
+        other_id = other.json()["prompt_id"]
+        settings = settings_for(sim.url, tmp_path / "out")
+        with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+            assert client.post("/o/harbour/start").status_code == 303
+            # Ours wait behind the other client's prompt, which never ends by itself.
+            wait_for(lambda: len(server_queue(sim.url)) >= 2, what="our prompts on the server")
+            assert client.post("/o/harbour/cancel").status_code == 303
+            assert server_queue(sim.url) == [other_id]  # ours taken off, the other left alone
+            status = read_status(ledger_path(output_folder(order_file, tmp_path / "out")))
+            assert status.order.state.value == "cancelled" and not status.running
+            page = client.get("/o/harbour").text
+            assert 'data-action="resume"' in page and "cancelled" in page
+        httpx.post(f"{sim.url}/interrupt")
+
+
+def test_problems_are_shown_in_words_never_as_a_traceback(tmp_path: Path) -> None:
+    orders = tmp_path / "orders"
+    single_order(orders, "harbour", 2)
+    (orders / "broken").mkdir()
+    (orders / "broken" / "project.yaml").write_text("id: broken\ntype: single\ncount: 0\n")
+    settings = settings_for("http://127.0.0.1:9", tmp_path / "out")
+    with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+        expected = {
+            "/o/nope": (404, "No such order"),
+            "/o/broken": (200, "does not load"),
+            "/o/harbour/review": (200, "has made no images yet"),
+            "/o/harbour/export?market=adobe": (200, "has made no images yet"),
+            "/o/harbour/export/adobe.zip": (404, "no adobe package yet"),
+            "/o/harbour/export/../../x.zip": (404, ""),
+        }
+        for path, (status, words) in expected.items():
+            answer = client.get(path)
+            assert answer.status_code == status, (path, answer.text[:500])
+            assert words in answer.text and "Traceback" not in answer.text, path
+        bad = client.post("/new", data={"id": "harbour", "type": "single", "count": "abc"})
+        assert bad.status_code == 422 and "Traceback" not in bad.text
+        assert 'data-field="count"' in bad.text and 'data-field="prompt"' in bad.text
+        exists = client.post("/new", data={"id": "harbour", "type": "single", "prompt": "x"})
+        assert "already exists" in exists.text
+        assert not [p for p in os.listdir(orders) if p.startswith(".new-")]  # scratch removed
