@@ -217,7 +217,9 @@ class Scheduler:
         each waits for a place on the backend first."""
         while True:
             await self.pool.claim(backend, self.claim)
-            taken = self._take(backend)
+            # A place freed because the backend was lost (another order's prompts left it)
+            # is no place: end the batch, the driver waits for the backend to come back.
+            taken = self._take(backend) if self.pool.is_up(backend) else None
             if taken is None:
                 self.pool.release(backend)
                 return
