@@ -358,12 +358,9 @@ _V2_COLUMNS = (
 """Columns schema 2 added to ``slot``: a version-1 ledger gets them when it is opened."""
 
 
-class Ledger:
-    """The single writer of one order's ledger. Open it with :meth:`Ledger.open`.
-
-    Every method that changes state commits before it returns, so what it recorded survives a
-    crash the instant after.
-    """
+class _LedgerFile:
+    """One order's ledger file: its one connection, the runner's lock, the schema, and the
+    write transaction every change goes through (the base of :class:`Ledger`)."""
 
     def __init__(
         self,
@@ -390,7 +387,7 @@ class Ledger:
         *,
         comfyline_version: str = "",
         clock: Callable[[], float] = time.time,
-    ) -> Ledger:
+    ) -> Self:
         """Open (or create) the ledger at ``path`` for ``order_id`` and take the runner's lock.
 
         Raises :class:`OrderLocked` when another runner holds it, and :class:`LedgerError` when
@@ -496,11 +493,134 @@ class Ledger:
                 f"(or delete {self.path.parent}) to start it over"
             )
 
+    # -- internals -----------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One short write transaction; sqlite3 errors become LedgerError."""
+        if self._lock_fd is None:
+            raise LedgerError(f"the ledger {self.path} is closed")
+        try:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                self._conn.rollback()
+                raise
+            self._conn.commit()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the ledger {self.path}: {exc}") from exc
+
+    def _get(self, cur: sqlite3.Cursor, index: int) -> SlotRecord:
+        row = cur.execute(f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise LedgerError(f"order {self.order_id!r} has no slot {index} in {self.path}")
+        return _slot_record(row)
+
+    def _move(self, cur: sqlite3.Cursor, index: int, to: SlotState) -> SlotRecord:
+        slot = self._get(cur, index)
+        if to not in SLOT_TRANSITIONS[slot.state]:
+            allowed = ", ".join(sorted(SLOT_TRANSITIONS[slot.state])) or "none (final)"
+            raise LedgerError(
+                f"slot {index} of order {self.order_id!r} cannot go from {slot.state} to {to} "
+                f"(from {slot.state}: {allowed})"
+            )
+        return slot
+
+    def _event(
+        self,
+        cur: sqlite3.Cursor,
+        kind: str,
+        index: int | None = None,
+        attempt: int | None = None,
+        prompt_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        cur.execute(
+            "INSERT INTO event (at, kind, slot_idx, attempt, prompt_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self._clock(), kind, index, attempt, prompt_id, json.dumps(dict(detail or {}))),
+        )
+
+
+class _LedgerReads(_LedgerFile):
+    """Queries on the ledger's one connection: they see every write committed before them."""
+
     # -- order -------------------------------------------------------------------------
 
     def order(self) -> OrderRecord:
         """The order's row."""
         return _read_order(self._conn, self.path)
+
+    # -- slots ---------------------------------------------------------------------------
+
+    def slot(self, index: int) -> SlotRecord:
+        """One slot; :class:`LedgerError` if there is no slot ``index``."""
+        row = self._conn.execute(
+            f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)
+        ).fetchone()
+        if row is None:
+            raise LedgerError(f"order {self.order_id!r} has no slot {index} in {self.path}")
+        return _slot_record(row)
+
+    def slots(self, state: SlotState | None = None) -> list[SlotRecord]:
+        """All slots (or those in ``state``), by index."""
+        return list(self.iter_slots(state))
+
+    def iter_slots(self, state: SlotState | None = None) -> Iterator[SlotRecord]:
+        """All slots (or those in ``state``), by index, read lazily (for big orders)."""
+        return _iter_slots(self._conn, state)
+
+    def pending(self) -> list[SlotRecord]:
+        """Slots still to send (``PLANNED``), by index."""
+        return self.slots(SlotState.PLANNED)
+
+    def submitted(self) -> list[SlotRecord]:
+        """Slots sent and not settled: in flight when the last run stopped, to reconcile."""
+        return self.slots(SlotState.SUBMITTED)
+
+    def failed(self) -> list[SlotRecord]:
+        """Slots whose last attempt failed."""
+        return self.slots(SlotState.FAILED)
+
+    def counts(self) -> SlotCounts:
+        """How many slots are in each state."""
+        return _counts(self._conn)
+
+    # -- log -----------------------------------------------------------------------------
+
+    def events(self, kind_prefix: str = "") -> list[LedgerEvent]:
+        """The log, oldest first; only kinds starting with ``kind_prefix`` if given."""
+        rows = self._conn.execute(
+            "SELECT at, kind, slot_idx, attempt, prompt_id, detail FROM event "
+            "WHERE substr(kind, 1, ?) = ? ORDER BY id",
+            (len(kind_prefix), kind_prefix),
+        ).fetchall()
+        return [LedgerEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def readings(self) -> list[Reading]:
+        """The sensor readings, oldest first."""
+        rows = self._conn.execute(
+            "SELECT at, temperature_c, power_w, vram_free_mb, vram_total_mb, images_done, note "
+            "FROM reading ORDER BY id"
+        ).fetchall()
+        return [Reading(*r) for r in rows]
+
+    def summary(self) -> OrderStatus:
+        """The order's row and slot counts (``runner_pid`` is this process)."""
+        _, started = _read_holder(self._lock_fd) if self._lock_fd is not None else (None, None)
+        return OrderStatus(self.path, self.order(), self.counts(), os.getpid(), started)
+
+
+class Ledger(_LedgerReads):
+    """The single writer of one order's ledger. Open it with :meth:`Ledger.open`.
+
+    Every method that changes state commits before it returns, so what it recorded survives a
+    crash the instant after.
+    """
+
+    # -- order -------------------------------------------------------------------------
 
     def set_order_state(self, state: OrderState) -> None:
         """Record the order's next life-cycle state; setting the current one again does nothing.
@@ -581,39 +701,6 @@ class Ledger:
                         f"ledger {self.path} recorded {b!r}; resume with the comfyline version "
                         f"that started it, or delete {self.path.parent} to start over"
                     )
-
-    def slot(self, index: int) -> SlotRecord:
-        """One slot; :class:`LedgerError` if there is no slot ``index``."""
-        row = self._conn.execute(
-            f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)
-        ).fetchone()
-        if row is None:
-            raise LedgerError(f"order {self.order_id!r} has no slot {index} in {self.path}")
-        return _slot_record(row)
-
-    def slots(self, state: SlotState | None = None) -> list[SlotRecord]:
-        """All slots (or those in ``state``), by index."""
-        return list(self.iter_slots(state))
-
-    def iter_slots(self, state: SlotState | None = None) -> Iterator[SlotRecord]:
-        """All slots (or those in ``state``), by index, read lazily (for big orders)."""
-        return _iter_slots(self._conn, state)
-
-    def pending(self) -> list[SlotRecord]:
-        """Slots still to send (``PLANNED``), by index."""
-        return self.slots(SlotState.PLANNED)
-
-    def submitted(self) -> list[SlotRecord]:
-        """Slots sent and not settled: in flight when the last run stopped, to reconcile."""
-        return self.slots(SlotState.SUBMITTED)
-
-    def failed(self) -> list[SlotRecord]:
-        """Slots whose last attempt failed."""
-        return self.slots(SlotState.FAILED)
-
-    def counts(self) -> SlotCounts:
-        """How many slots are in each state."""
-        return _counts(self._conn)
 
     def mark_submitted(
         self, index: int, prompt_id: str, attempt: int, backend: str | None = None
@@ -761,78 +848,6 @@ class Ledger:
                     SlotState.DONE.value,
                 ),
             )
-
-    def events(self, kind_prefix: str = "") -> list[LedgerEvent]:
-        """The log, oldest first; only kinds starting with ``kind_prefix`` if given."""
-        rows = self._conn.execute(
-            "SELECT at, kind, slot_idx, attempt, prompt_id, detail FROM event "
-            "WHERE substr(kind, 1, ?) = ? ORDER BY id",
-            (len(kind_prefix), kind_prefix),
-        ).fetchall()
-        return [LedgerEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
-
-    def readings(self) -> list[Reading]:
-        """The sensor readings, oldest first."""
-        rows = self._conn.execute(
-            "SELECT at, temperature_c, power_w, vram_free_mb, vram_total_mb, images_done, note "
-            "FROM reading ORDER BY id"
-        ).fetchall()
-        return [Reading(*r) for r in rows]
-
-    def summary(self) -> OrderStatus:
-        """The order's row and slot counts (``runner_pid`` is this process)."""
-        _, started = _read_holder(self._lock_fd) if self._lock_fd is not None else (None, None)
-        return OrderStatus(self.path, self.order(), self.counts(), os.getpid(), started)
-
-    # -- internals -----------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
-        """One short write transaction; sqlite3 errors become LedgerError."""
-        if self._lock_fd is None:
-            raise LedgerError(f"the ledger {self.path} is closed")
-        try:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                self._conn.rollback()
-                raise
-            self._conn.commit()
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot write the ledger {self.path}: {exc}") from exc
-
-    def _get(self, cur: sqlite3.Cursor, index: int) -> SlotRecord:
-        row = cur.execute(f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)).fetchone()
-        if row is None:
-            raise LedgerError(f"order {self.order_id!r} has no slot {index} in {self.path}")
-        return _slot_record(row)
-
-    def _move(self, cur: sqlite3.Cursor, index: int, to: SlotState) -> SlotRecord:
-        slot = self._get(cur, index)
-        if to not in SLOT_TRANSITIONS[slot.state]:
-            allowed = ", ".join(sorted(SLOT_TRANSITIONS[slot.state])) or "none (final)"
-            raise LedgerError(
-                f"slot {index} of order {self.order_id!r} cannot go from {slot.state} to {to} "
-                f"(from {slot.state}: {allowed})"
-            )
-        return slot
-
-    def _event(
-        self,
-        cur: sqlite3.Cursor,
-        kind: str,
-        index: int | None = None,
-        attempt: int | None = None,
-        prompt_id: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        cur.execute(
-            "INSERT INTO event (at, kind, slot_idx, attempt, prompt_id, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (self._clock(), kind, index, attempt, prompt_id, json.dumps(dict(detail or {}))),
-        )
 
 
 def read_status(path: Path) -> OrderStatus:

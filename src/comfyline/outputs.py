@@ -2,19 +2,30 @@
 
 The adapter hands over checked bytes; this writes each one exactly once (a temp file in the
 same folder, fsynced, renamed over the final name) with its parameters already inside, and
-hashes the bytes it wrote, so nothing is read back.
+hashes the bytes it wrote, so nothing is read back. :class:`SlotWriter` does that for each
+slot of a run, checks the new images' quality and marks the slot done in the ledger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from comfyline.errors import OutputError
+from comfyline.errors import LedgerError, OutputError
+from comfyline.generation import GenerationResult
 from comfyline.images import sha256_hex, write_atomic
+from comfyline.ledger import Ledger, SlotState
+from comfyline.orders import Plan, Slot
+from comfyline.quality import QcResult, SeriesChecker
 from comfyline.reports.png_metadata import with_parameters
+from comfyline.schemas.order import Order
+
+if TYPE_CHECKING:
+    from comfyline.backends import Backend
 
 
 @dataclass(frozen=True)
@@ -59,3 +70,116 @@ def write_images(
             image.path.unlink(missing_ok=True)
         raise
     return written
+
+
+class SlotWriter:
+    """Finishes a slot: writes its images once (parameters inside), checks their quality
+    (flags only), and marks it done in the ledger - the last step of every image of a run."""
+
+    def __init__(
+        self,
+        out: Path,
+        ledger: Ledger,
+        plan: Plan,
+        order: Order,
+        notify: Callable[[str], None],
+    ) -> None:
+        self.out = out
+        self.ledger = ledger
+        self.plan = plan
+        self.order = order
+        self.notify = notify
+        self._ledger_id = _file_id(ledger.path)
+
+    async def finish(
+        self, index: int, result: GenerationResult, backend: Backend, checkpoint: str | None
+    ) -> None:
+        """Write the slot's images once, parameters inside, and mark it done."""
+        self._check_ledger_in_place()
+        slot = self.plan.slots[index]
+        parameters = self._png_parameters(slot, result, backend, checkpoint)
+        images = [(i.data, i.width, i.height) for i in result.images]
+        written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
+        if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
+            earlier = {
+                file: check["phash"]
+                for done in self.ledger.iter_slots(SlotState.DONE)
+                for file, check in zip(done.files, done.qc, strict=False)
+                if check.get("phash")
+            }
+            self.qc = SeriesChecker(self.order.qc, earlier)
+        checks = await asyncio.to_thread(self._quality_checks, result, written)
+        made = result.request.params
+        self.ledger.mark_done(
+            index,
+            [w.path.relative_to(self.out).as_posix() for w in written],
+            [w.sha256 for w in written],
+            result.seconds,
+            made.model_dump(mode="json") if made != slot.params else None,
+            sizes=[(w.width, w.height) for w in written],
+            wall_seconds=result.wall_seconds or None,
+            checkpoint=checkpoint,
+            qc=[c.to_json() for c in checks],
+        )
+        for check in checks:
+            if not check.ok:
+                flags = ", ".join(check.flags)
+                more = f" of {check.duplicate_of}" if check.duplicate_of else ""
+                self.notify(f"quality: {check.source} is {flags}{more}")
+
+    def _quality_checks(
+        self, result: GenerationResult, written: list[WrittenImage]
+    ) -> list[QcResult]:
+        """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
+        (flags only: what to sell is decided at review and export)."""
+        return [
+            self.qc.check(image.data, Path(w.path).name)
+            for image, w in zip(result.images, written, strict=True)
+        ]
+
+    def _check_ledger_in_place(self) -> None:
+        # A folder deleted (or moved) under a run would take the ledger with it while our open
+        # handle writes on into nothing: stop rather than "complete" an order nobody can see.
+        if _file_id(self.ledger.path) != self._ledger_id:
+            raise LedgerError(
+                f"the order's ledger {self.ledger.path} was deleted or moved while the run was "
+                "writing to it (was the output folder removed?); the run stopped. Run the order "
+                "again to make what is missing"
+            )
+
+    def _png_parameters(
+        self, slot: Slot, result: GenerationResult, backend: Backend, checkpoint: str | None
+    ) -> dict[str, Any]:
+        p = result.request.params
+        parameters: dict[str, Any] = {
+            "prompt": slot.prompt,
+            "negative": slot.negative,
+            "seed": slot.seed,
+            "steps": p.steps,
+            "cfg": p.cfg,
+            "sampler": p.sampler,
+            "scheduler": p.scheduler,
+            "denoise": p.denoise,
+            "batch_size": p.batch_size,
+            "latent_width": p.width,
+            "latent_height": p.height,
+            "checkpoint": checkpoint,
+            "order": self.order.id,
+            "index": slot.index,
+            "quality": self.order.quality,
+            "prompt_id": result.prompt_id,
+            "server": "comfyline simulator" if backend.simulated else backend.url,
+        }
+        if slot.title:
+            parameters["title"] = slot.title
+        if slot.keywords:
+            parameters["keywords"] = list(slot.keywords)
+        return parameters
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

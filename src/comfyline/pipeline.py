@@ -6,7 +6,7 @@ The run reads top to bottom:
    a second runner out);
 2. **plan** its slots (pure) and record them; an order whose slots are all done rebuilds a
    report that is not final and says there is nothing to do;
-3. **check** against each server before any GPU time (:mod:`comfyline.preflight`): the
+3. **check** against each server before any GPU time (:mod:`comfyline.fitting`): the
    checkpoint, the filled graph against ``/object_info``, sampler and scheduler; a server that
    lacks something the order needs is left out of it, and the run says so;
 4. **reconcile** what a previous run left in flight, each slot on the server it was sent to:
@@ -37,7 +37,7 @@ from typing import Any
 from rich.console import Console
 
 from comfyline import __version__
-from comfyline.backends import SIMULATOR, Backend, open_backends
+from comfyline.backends import SIMULATOR, Backend
 from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
@@ -45,13 +45,11 @@ from comfyline.errors import (
     ConfigError,
     GuardTripped,
     LedgerError,
-    NoFittingBackend,
-    WorkflowError,
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
+from comfyline.fitting import Admission, fit_backends
 from comfyline.generation import GenerationRequest, GenerationResult
-from comfyline.guard import GuardEvent, OomRecovery
-from comfyline.guard.sensors import parse_system_stats
+from comfyline.guard import OomRecovery
 from comfyline.images import TEMP_SUFFIX
 from comfyline.ledger import (
     Ledger,
@@ -62,22 +60,18 @@ from comfyline.ledger import (
     slot_prompt_id,
 )
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
-from comfyline.outputs import WrittenImage, write_images
-from comfyline.pool import BackendPool, Claim
+from comfyline.outputs import SlotWriter
+from comfyline.pool import BackendPool, Claim, open_pool
 from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
-from comfyline.quality import QcResult, SeriesChecker
+from comfyline.recovery import reconcile
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
+from comfyline.runlog import AFTER_FREE as AFTER_FREE  # smoke.py reads it here
+from comfyline.runlog import RunLog
 from comfyline.scheduler import OomTarget, Scheduler
 from comfyline.schemas.order import Order
 from comfyline.settings import Settings
-
-AFTER_FREE = "after /free"
-"""The note of the reading taken once the series' memory was freed on the server."""
-
-LONG_HOLD_S = 10.0
-"""A hold of the guard at least this long is said on the console (all are in the report)."""
 
 _TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}" + re.escape(TEMP_SUFFIX))
 """The temp files of ``images.write_atomic`` (``.{name}.{12 hex}.tmp``)."""
@@ -243,41 +237,31 @@ class _Run:
         async with contextlib.AsyncExitStack() as stack:
             # The servers first: none answering is an error before anything is written (and
             # a simulator that stands in says so before the run starts).
-            pool = self.options.pool or await self._open_pool(stack)
+            pool = self.options.pool or await open_pool(
+                self.settings,
+                stack,
+                urls=self.options.urls,
+                force_sim=self.options.sim,
+                sim_if_unreachable=self.options.sim_if_unreachable,
+                notify=self.notify,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
             with self._open_ledger(db):
                 if self.ledger.counts().done == self.ledger.counts().total:
                     return self._already_complete()
-                self._move_to(OrderState.QUEUED)
+                self.log.move_to(OrderState.QUEUED)
                 return await self._run_on(pool)
-
-    async def _open_pool(self, stack: contextlib.AsyncExitStack) -> BackendPool:
-        backends = await open_backends(
-            self.settings,
-            stack,
-            urls=self.options.urls,
-            force_sim=self.options.sim,
-            sim_if_unreachable=self.options.sim_if_unreachable,
-            notify=self.notify,
-            clock=self.clock,
-            sleep=self.sleep,
-        )
-        pool = BackendPool(
-            backends, self.settings, on_health=self._health, clock=self.clock, sleep=self.sleep
-        )
-        stack.push_async_callback(pool.aclose)
-        return pool
-
-    def _health(self, backend: Backend, up: bool, why: str) -> None:
-        self.notify(f"server {backend.name} " + ("is back" if up else f"lost: {why}"))
 
     @contextlib.contextmanager
     def _open_ledger(self, db: Path) -> Iterator[Ledger]:
         print_ = fingerprint(self.loaded)
         with Ledger.open(db, self.order.id, print_, comfyline_version=__version__) as ledger:
             self.ledger = ledger
-            self._ledger_id = _file_id(ledger.path)
+            self.log = RunLog(ledger, self.notify)
             _remove_temp_files(self.out)
             self.plan = self._plan()
+            self.writer = SlotWriter(self.out, ledger, self.plan, self.order, self.notify)
             ledger.ensure_slots(self.plan)
             yield ledger
 
@@ -285,21 +269,6 @@ class _Run:
         first = plan(self.loaded)
         base = self.ledger.ensure_seed_base(first.seed_base)
         return first if base == first.seed_base else plan(self.loaded, random_base=base)
-
-    def _move_to(self, state: OrderState) -> None:
-        current = self.ledger.order().state
-        if current is OrderState.NEW:
-            self.ledger.set_order_state(OrderState.VALIDATED)
-            current = OrderState.VALIDATED
-        if state is OrderState.COMPLETED and current is not OrderState.RUNNING:
-            self._move_to(OrderState.RUNNING)  # a run killed while it finished: settle it now
-            current = OrderState.RUNNING
-        if state is OrderState.RUNNING and current is not OrderState.QUEUED:
-            self._move_to(OrderState.QUEUED)
-            current = OrderState.QUEUED
-        # RUNNING -> QUEUED too: the last runner died mid-run and this one picks the order up.
-        if current is not state:
-            self.ledger.set_order_state(state)
 
     def _already_complete(self) -> GenerationReport:
         """Nothing to make. A report that is not the final one (a run killed while it wrote
@@ -312,35 +281,22 @@ class _Run:
                     self.notify(f"order {self.order.id!r} is already complete: nothing to do.")
                     return report
         self.notify(f"order {self.order.id!r} was already made; its report is brought up to date.")
-        self._move_to(OrderState.COMPLETED)
+        self.log.move_to(OrderState.COMPLETED)
         return self._finalize(OrderState.COMPLETED, ran=False)
 
     # -- 3: check ------------------------------------------------------------------------
 
     async def _run_on(self, pool: BackendPool) -> GenerationReport:
         self.pool = pool
-        up = [b for b in pool.backends if pool.is_up(b)]
-        if not up:
-            raise ComfyUnavailable(
-                "no ComfyUI server of the run answers now: "
-                + "; ".join(f"{b.name} ({pool.lost_reason(b)})" for b in pool.backends)
-            )
+        up = pool.answering()
         self.backend = up[0]
-        self.ledger.record_event(
-            RUN_START,
-            detail={
-                "url": self.backend.url,
-                "simulated": self.backend.simulated,
-                "comfyui_version": self.backend.comfyui_version,
-                "device": self.backend.device,
-                "backends": [b.describe() for b in pool.backends],
-                "pid": os.getpid(),
-            },
-        )
+        self.ledger.record_event(RUN_START, detail=_run_start(self.backend, pool))
         self.started = self.clock()
-        fit = await self._check_backends(up)
-        self.backend = fit[0]
-        self.backends = [b for b in pool.backends if b in fit or not pool.is_up(b)]
+        first = self._request(self.plan.slots[0], "")
+        fit = await fit_backends(up, first, self.order.checkpoint or self.settings.checkpoint)
+        admission = Admission(self.ledger, self.notify, first, fit)
+        self.checkpoint, self.backend = fit.checkpoint, fit.backends[0]
+        self.backends = [b for b in pool.backends if b in fit.backends or not pool.is_up(b)]
         target = OomTarget(self.backend)
         self.oom = OomRecovery(
             self.order.params,
@@ -351,12 +307,12 @@ class _Run:
             sensor=target,
             clock=self.clock,
             sleep=self.sleep,
-            on_event=self._guard_event,
+            on_event=self.log.guard_event,
         )
-        self._move_to(OrderState.RUNNING)
+        self.log.move_to(OrderState.RUNNING)
         counts = self.ledger.counts()
         self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
-        claim = Claim(self.order.id, self.order.priority, self.order.quality, self._guard_event)
+        claim = Claim(self.order.id, self.order.priority, self.order.quality, self.log.guard_event)
         scheduler = Scheduler(
             self.ledger,
             self.backends,
@@ -373,8 +329,8 @@ class _Run:
             notify=self.notify,
             on_result=self._counted,
             oom_target=target,
-            admit=self._admit,
-            admitted=tuple(b.name for b in fit),
+            admit=admission.admit,
+            admitted=tuple(b.name for b in fit.backends),
         )
         try:
             await self._reconcile(scheduler)
@@ -384,48 +340,6 @@ class _Run:
             return await self._schedule(scheduler)
         finally:
             pool.forget(claim)
-
-    async def _check_backends(self, up: list[Backend]) -> list[Backend]:
-        """The servers that fit the order (pre-flight on each); the others are left out and
-        the run says why. All must use one checkpoint: a series is made with one."""
-        first = self._request(self.plan.slots[0], "")
-        fit: list[Backend] = []
-        failures: list[tuple[Backend, Exception]] = []
-        for backend in up:
-            try:
-                await self._preflight(backend, first)
-            except (ComfyError, ConfigError, WorkflowError) as exc:
-                failures.append((backend, exc))
-                continue
-            fit.append(backend)
-        if not fit:
-            if len(failures) == 1:
-                raise failures[0][1]
-            raise NoFittingBackend([(b.name, str(exc)) for b, exc in failures])
-        for backend, problem in failures:
-            self._left_out(backend, problem)
-        return fit
-
-    async def _preflight(self, backend: Backend, first: GenerationRequest) -> None:
-        named = self.order.checkpoint or self.settings.checkpoint
-        named = named or getattr(self, "checkpoint", None)  # the first server's, for the rest
-        checked = await preflight(backend.adapter, first, named)
-        self.checkpoint = checked.checkpoint
-
-    async def _admit(self, backend: Backend) -> bool:
-        """Whether a server that answered only after the run began fits the order."""
-        try:
-            await self._preflight(backend, self._request(self.plan.slots[0], ""))
-        except (ComfyError, ConfigError, WorkflowError) as exc:
-            self._left_out(backend, exc)
-            return False
-        return True
-
-    def _left_out(self, backend: Backend, exc: Exception) -> None:
-        self.ledger.record_event(
-            "backend.left_out", detail={"backend": backend.name, "reason": str(exc)}
-        )
-        self.notify(f"server {backend.name} is left out of this order: {exc}")
 
     def _request(
         self,
@@ -439,68 +353,18 @@ class _Run:
             self.loaded, slot, prompt_id, params, checkpoint=checkpoint, attempt=attempt
         )
 
-    def _guard_event(self, event: GuardEvent) -> None:
-        if event.kind == "stepped_down":
-            return  # recorded by the scheduler, with the slot and from/to for the report
-        detail: dict[str, Any] = {"message": event.message}
-        if event.temperature_c is not None:
-            detail["temperature_c"] = event.temperature_c
-        if event.seconds is not None:
-            detail["seconds"] = event.seconds
-        self.ledger.record_event(f"guard.{event.kind}", detail=detail)
-        # Short holds come before nearly every image of a warm card: they are in the report
-        # and the rate, and a line each would bury everything else.
-        if event.kind != "held" or (event.seconds or 0.0) >= LONG_HOLD_S:
-            self.notify(f"guard: {event.message}")
-
     # -- 4: reconcile --------------------------------------------------------------------
 
     async def _reconcile(self, scheduler: Scheduler) -> None:
-        """Settle the slots a previous run left SUBMITTED (it died, or the server restarted),
-        each on the server it was sent to."""
-        for record in self.ledger.submitted():
-            backend = self._server_of(record.backend)
-            if backend is None or not self.pool.is_up(backend):
-                # Lost, or no longer configured: asked when it answers, else made elsewhere.
-                scheduler.hand_back(record.index)
-                continue
-            comfy = backend.adapter
-            prompt_id = record.prompt_id or ""
-            state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
-            if state == "done":
-                request = self._request(
-                    self.plan.slots[record.index], prompt_id, attempt=record.attempt
-                )
-                result = await comfy.collect(request, prompt_id)
-                if result.ok:
-                    await self._finish_slot(record.index, result, backend)
-                    self.notify(f"slot {record.index}: collected from the server's history")
-                    continue
-                self.ledger.mark_failed(record.index, result.error or ComfyError("?"))
-            elif state in ("pending", "running"):
-                # Its messages go to the dead runner's socket, so we cannot watch it: cancel it
-                # and make it again (at most the two prompts that were in flight).
-                await comfy.cancel(prompt_id)
-            elif state == "unknown" and prompt_id:
-                # Never reached the server (killed before the POST), or lost by a restart:
-                # nothing ran, so it goes again under the same id, as the same attempt.
-                self.ledger.record_event(
-                    "resent",
-                    index=record.index,
-                    attempt=record.attempt,
-                    prompt_id=prompt_id,
-                    detail={"reason": "previous run left it unknown on the server"},
-                )
-                scheduler.resend(record.index, backend)
-                continue
-            self.ledger.requeue(record.index, f"previous run left it {state} on the server")
-
-    def _server_of(self, name: str | None) -> Backend | None:
-        """The server a slot was sent to; with one server, that one (a ledger from before
-        servers were named, or a server that moved to another port)."""
-        if len(self.pool.backends) == 1:
-            return self.pool.backends[0]
-        return self.pool.by_name(name)
+        """Settle the slots a previous run left SUBMITTED (:mod:`comfyline.recovery`)."""
+        await reconcile(
+            self.ledger,
+            self.pool,
+            scheduler,
+            request=lambda i, pid, attempt: self._request(self.plan.slots[i], pid, attempt=attempt),
+            finish=self._finish_slot,
+            notify=self.notify,
+        )
 
     # -- 5: schedule ---------------------------------------------------------------------
 
@@ -514,112 +378,19 @@ class _Run:
         except BaseException as exc:  # Ctrl-C (CancelledError) included: save, then re-raise
             await self._stop(exc, scheduler)
             raise
-        await self._release_memory()
-        return self._finalize(self._end_state())
-
-    async def _release_memory(self) -> None:
-        """Free the series' cache on the server and record what it then uses (the smoke test
-        shows it: memory is freed there, never by ``gc.collect()`` in our process)."""
         for backend in self.backends:
-            if not self.pool.is_up(backend):
-                continue
-            with contextlib.suppress(ComfyError, ValueError):
-                stats = await backend.adapter.free_memory(unload_models=False)
-                after = parse_system_stats(stats)
-                if after.vram_total_bytes is not None and after.vram_used_bytes is not None:
-                    self.ledger.record_reading(
-                        vram_free_mb=(after.vram_total_bytes - after.vram_used_bytes) / 2**20,
-                        vram_total_mb=after.vram_total_bytes / 2**20,
-                        note=AFTER_FREE,
-                    )
+            if self.pool.is_up(backend):
+                await self.log.release_memory(backend.adapter)
+        return self._finalize(self.log.end_state())
 
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
-        self._check_ledger_in_place()
-        slot = self.plan.slots[index]
-        parameters = self._png_parameters(slot, result, backend)
-        images = [(i.data, i.width, i.height) for i in result.images]
-        written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
-        if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
-            earlier = {
-                file: check["phash"]
-                for done in self.ledger.iter_slots(SlotState.DONE)
-                for file, check in zip(done.files, done.qc, strict=False)
-                if check.get("phash")
-            }
-            self.qc = SeriesChecker(self.order.qc, earlier)
-        checks = await asyncio.to_thread(self._quality_checks, result, written)
-        made = result.request.params
-        self.ledger.mark_done(
-            index,
-            [w.path.relative_to(self.out).as_posix() for w in written],
-            [w.sha256 for w in written],
-            result.seconds,
-            made.model_dump(mode="json") if made != slot.params else None,
-            sizes=[(w.width, w.height) for w in written],
-            wall_seconds=result.wall_seconds or None,
-            checkpoint=self.checkpoint,
-            qc=[c.to_json() for c in checks],
-        )
-        for check in checks:
-            if not check.ok:
-                flags = ", ".join(check.flags)
-                more = f" of {check.duplicate_of}" if check.duplicate_of else ""
-                self.notify(f"quality: {check.source} is {flags}{more}")
-
-    def _quality_checks(
-        self, result: GenerationResult, written: list[WrittenImage]
-    ) -> list[QcResult]:
-        """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
-        (flags only: what to sell is decided at review and export)."""
-        return [
-            self.qc.check(image.data, Path(w.path).name)
-            for image, w in zip(result.images, written, strict=True)
-        ]
+        await self.writer.finish(index, result, backend, self.checkpoint)
 
     def _counted(self, ok: bool) -> None:
         snapshot = self.throughput.image_done(ok)
         if hasattr(self, "throughput_display"):
             self.throughput_display.update(snapshot)
-
-    def _check_ledger_in_place(self) -> None:
-        # A folder deleted (or moved) under a run would take the ledger with it while our open
-        # handle writes on into nothing: stop rather than "complete" an order nobody can see.
-        if _file_id(self.ledger.path) != self._ledger_id:
-            raise LedgerError(
-                f"the order's ledger {self.ledger.path} was deleted or moved while the run was "
-                "writing to it (was the output folder removed?); the run stopped. Run the order "
-                "again to make what is missing"
-            )
-
-    def _png_parameters(
-        self, slot: Slot, result: GenerationResult, backend: Backend
-    ) -> dict[str, Any]:
-        p = result.request.params
-        parameters: dict[str, Any] = {
-            "prompt": slot.prompt,
-            "negative": slot.negative,
-            "seed": slot.seed,
-            "steps": p.steps,
-            "cfg": p.cfg,
-            "sampler": p.sampler,
-            "scheduler": p.scheduler,
-            "denoise": p.denoise,
-            "batch_size": p.batch_size,
-            "latent_width": p.width,
-            "latent_height": p.height,
-            "checkpoint": self.checkpoint,
-            "order": self.order.id,
-            "index": slot.index,
-            "quality": self.order.quality,
-            "prompt_id": result.prompt_id,
-            "server": "comfyline simulator" if backend.simulated else backend.url,
-        }
-        if slot.title:
-            parameters["title"] = slot.title
-        if slot.keywords:
-            parameters["keywords"] = list(slot.keywords)
-        return parameters
 
     async def _stop(self, exc: BaseException, scheduler: Scheduler) -> None:
         """Save the state of a run that did not finish, and say how to resume it."""
@@ -630,7 +401,7 @@ class _Run:
             if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
                 await scheduler.stop()
             user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            state = OrderState.CANCELLED if user_stop else self._end_state()
+            state = OrderState.CANCELLED if user_stop else self.log.end_state()
         with contextlib.suppress(LedgerError):
             self._finalize(state)
         self.notify(f"stopped; state saved. Resume with: {self._resume_command()}")
@@ -658,17 +429,9 @@ class _Run:
 
     # -- 6: finish -----------------------------------------------------------------------
 
-    def _end_state(self) -> OrderState:
-        counts = self.ledger.counts()
-        if counts.done == counts.total:
-            return OrderState.COMPLETED
-        if counts.done == 0:
-            return OrderState.FAILED
-        return OrderState.PARTIAL
-
     def _finalize(self, state: OrderState, *, ran: bool = True) -> GenerationReport:
         if self.ledger.order().state is not state:
-            self._move_to(state)
+            self.log.move_to(state)
         if ran:
             self.ledger.record_event(RUN_END, detail={"seconds": self.clock() - self.started})
         oom = getattr(self, "oom", None)
@@ -693,6 +456,19 @@ class _Run:
         return report
 
 
+def _run_start(first: Backend, pool: BackendPool) -> dict[str, Any]:
+    """What ``run.start`` records: the first server (as one-server runs always did), every
+    server, and our pid."""
+    return {
+        "url": first.url,
+        "simulated": first.simulated,
+        "comfyui_version": first.comfyui_version,
+        "device": first.device,
+        "backends": [b.describe() for b in pool.backends],
+        "pid": os.getpid(),
+    }
+
+
 def _remove_temp_files(folder: Path) -> None:
     """Delete the temp files a runner killed in the middle of an atomic write left behind.
 
@@ -713,11 +489,3 @@ def _complete(db: Path) -> bool:
         counts = read_status(db).counts
         return counts.total > 0 and counts.done == counts.total
     return False
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino

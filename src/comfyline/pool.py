@@ -25,8 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from comfyline.backends import Backend, connect
-from comfyline.errors import ComfyError
+from comfyline.backends import Backend, connect, open_backends
+from comfyline.errors import ComfyError, ComfyUnavailable
 from comfyline.guard import Guard, GuardEvent, Limits, Sample
 from comfyline.presets import get_level
 from comfyline.settings import Settings
@@ -68,6 +68,38 @@ class _State:
     lost_reason: str = ""
 
 
+async def open_pool(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    urls: tuple[str, ...] = (),
+    force_sim: bool = False,
+    sim_if_unreachable: bool | None = None,
+    notify: Callable[[str], None] = lambda line: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> BackendPool:
+    """The servers :func:`~comfyline.backends.open_backends` opens, in a pool closed with
+    ``stack``; a server lost or back is said through ``notify``."""
+    backends = await open_backends(
+        settings,
+        stack,
+        urls=urls,
+        force_sim=force_sim,
+        sim_if_unreachable=sim_if_unreachable,
+        notify=notify,
+        clock=clock,
+        sleep=sleep,
+    )
+
+    def health(backend: Backend, up: bool, why: str) -> None:
+        notify(f"server {backend.name} " + ("is back" if up else f"lost: {why}"))
+
+    pool = BackendPool(backends, settings, on_health=health, clock=clock, sleep=sleep)
+    stack.push_async_callback(pool.aclose)
+    return pool
+
+
 class BackendPool:
     """Health, capacity and guard of each backend (see the module docs). Close it with
     :meth:`aclose` (its probe and watch tasks)."""
@@ -102,6 +134,14 @@ class BackendPool:
         return state.backend if state is not None else None
 
     # -- health ------------------------------------------------------------------------------
+
+    def answering(self) -> list[Backend]:
+        """The backends up now; :class:`ComfyUnavailable` naming why when none is."""
+        up = [b for b in self.backends if self.is_up(b)]
+        if not up:
+            why = "; ".join(f"{b.name} ({self.lost_reason(b)})" for b in self.backends)
+            raise ComfyUnavailable(f"no ComfyUI server of the run answers now: {why}")
+        return up
 
     def is_up(self, backend: Backend) -> bool:
         """Whether ``backend`` is believed to answer."""

@@ -17,14 +17,9 @@ It is the one place that decides what happens to a slot between "planned" and "d
 Each backend is driven by its own task, paced by its guard and limited to its
 ``max_in_flight`` through the :class:`~comfyline.pool.BackendPool` (shared with other orders).
 
-**Failover.** A backend that is lost (the adapter gave up reconnecting) hands its slots in flight
-back: they stay SUBMITTED in the ledger, with that backend recorded, and wait at the back of the
-queue. Another backend takes them when nothing else is left (the ledger moves them on as a new
-attempt); the lost one, when it answers again, is asked first: what it finished meanwhile is
-collected from *its* history, what it still holds for our dead socket is cancelled. A backend
-whose guard stopped on heat is taken out of the run the same way. The run goes on while one
-backend is left; when none is, it stops with :class:`ComfyUnavailable` (or the guard's
-:class:`GuardTripped`) and the ledger holds everything for the next run.
+**Failover** (:mod:`comfyline.failover`): a backend that is lost hands its slots back; they
+stay SUBMITTED in the ledger, are asked about when it answers again, and are made elsewhere when
+nothing else is left. The run goes on while one backend is left.
 
 :meth:`Scheduler.stop` takes this order's prompts off every server and puts their slots back.
 """
@@ -46,6 +41,7 @@ from comfyline.errors import (
     PromptDeleted,
     PromptRejected,
 )
+from comfyline.failover import Failover
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import OomRecovery, Reading, describe
 from comfyline.ledger import Ledger, SlotState
@@ -124,20 +120,27 @@ class Scheduler:
         self._notify = notify
         self._on_result = on_result
         self._oom_target = oom_target
-        self._admit = admit
-        # Backends known to fit the order; the others are checked with ``admit`` when they
-        # first answer.
-        self._admitted = set(admitted if admitted is not None else (b.name for b in backends))
         self._queue: deque[int] = deque()
         self._retry: deque[int] = deque()
         self._resend: dict[str, deque[int]] = {}
-        self._orphans: deque[int] = deque()
-        self._moved: dict[int, tuple[str, str]] = {}
         self._in_flight: dict[str, _Flight] = {}
         self._attempts: dict[int, int] = {}
         self._deleted: dict[int, int] = {}
-        self._out: dict[str, BaseException] = {}
         self._changed = asyncio.Event()
+        self.failover = Failover(
+            ledger,
+            pool,
+            backends,
+            request=lambda i, pid, attempt: make_request(i, pid, oom.params, attempt),
+            finish=finish,
+            on_result=on_result,
+            notify=notify,
+            changed=self._changed,
+            admit=admit,
+            # Backends known to fit the order; the others are checked with ``admit`` when
+            # they first answer.
+            admitted=set(admitted if admitted is not None else (b.name for b in backends)),
+        )
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -156,16 +159,17 @@ class Scheduler:
         """Queue a SUBMITTED slot whose server cannot be asked now (lost, or no longer
         configured): its server is asked when it answers again; another backend makes it when
         nothing else is left."""
-        self._orphans.append(index)
+        self.failover.orphans.append(index)
 
     @property
     def waiting(self) -> int:
         """Slots not yet sent in this run."""
         resend = sum(len(q) for q in self._resend.values())
-        return len(self._queue) + len(self._retry) + resend + len(self._orphans)
+        return len(self._queue) + len(self._retry) + resend + len(self.failover.orphans)
 
     def _has_work(self, backend: Backend) -> bool:
-        return bool(self._queue or self._retry or self._orphans or self._resend.get(backend.name))
+        orphans = self.failover.orphans
+        return bool(self._queue or self._retry or orphans or self._resend.get(backend.name))
 
     def _finished(self) -> bool:
         return self.waiting == 0 and not self._in_flight
@@ -184,10 +188,10 @@ class Scheduler:
 
     async def _drive(self, backend: Backend) -> None:
         while not self._finished():
-            if backend.name in self._out:
+            if backend.name in self.failover.out:
                 return
-            if not self.pool.is_up(backend) or backend.name not in self._admitted:
-                await self._rejoin(backend)
+            if not self.failover.usable(backend):
+                await self.failover.rejoin(backend, self._finished)
                 continue
             if not self._has_work(backend):
                 self._changed.clear()
@@ -195,10 +199,8 @@ class Scheduler:
                 continue
             try:
                 await self._run_batch(backend)
-            except ComfyUnavailable as exc:
-                self._lose(backend, exc, "lost")
-            except GuardTripped as exc:
-                self._lose(backend, exc, "stopped_on_heat")
+            except (ComfyUnavailable, GuardTripped) as exc:
+                self._lose(backend, exc)
 
     async def _run_batch(self, backend: Backend) -> None:
         batch = backend.adapter.generate_batch(
@@ -237,18 +239,8 @@ class Scheduler:
         for source in (self._retry, self._queue):
             if source:
                 return self._submit(source.popleft(), backend)
-        while self._orphans:
-            index = self._orphans.popleft()
-            record = self.ledger.slot(index)
-            if record.state is not SlotState.SUBMITTED:
-                continue  # collected from its server meanwhile
-            if record.backend and record.prompt_id:
-                self._moved[index] = (record.backend, record.prompt_id)
-            self.ledger.requeue(
-                index, f"its server {record.backend} was lost; made again on {backend.name}"
-            )
-            return self._submit(index, backend)
-        return None
+        index = self.failover.take(backend)
+        return self._submit(index, backend) if index is not None else None
 
     def _submit(self, index: int, backend: Backend) -> tuple[int, str, int]:
         attempt = self.ledger.slot(index).attempt + 1
@@ -295,7 +287,12 @@ class Scheduler:
             self._attempts[index] -= 1  # nothing ran: not a failure of the slot
             self._again(index, f"{error}; sending it again")
         elif isinstance(error, OutOfMemory):
-            await self._out_of_memory(index, result, error, backend)
+            if self._oom_target is not None:
+                self._oom_target.backend = backend
+            if await out_of_memory(self.ledger, self.oom, index, result, error, self._notify):
+                self._retry.append(index)
+            else:
+                self._on_result(False)
         elif self._attempts[index] < MAX_ATTEMPTS_PER_RUN:
             self._again(index, f"{error}; sending it once more")
         else:
@@ -306,39 +303,6 @@ class Scheduler:
         self.ledger.requeue(index, why)
         self._retry.append(index)
         self._notify(f"slot {index}: {why}")
-
-    async def _out_of_memory(
-        self, index: int, result: GenerationResult, error: OutOfMemory, backend: Backend
-    ) -> None:
-        """Free the server's memory and retry once; a second one steps down (batch, then level)."""
-        if result.request.params != self.oom.params:
-            # Sent before a step down (it was queued behind the prompt that caused it): its
-            # OOM says nothing about the smaller settings now in use. Make it again with those.
-            self.ledger.requeue(index, "out of memory at settings already stepped down from")
-            self._retry.append(index)
-            return
-        if self._oom_target is not None:
-            self._oom_target.backend = backend
-        failed_at = describe(result.request.params, self.oom.level)
-        decision = await self.oom.on_out_of_memory(error)
-        if decision is None:
-            self._on_result(False)
-            self._notify(f"slot {index} failed: {error}")
-            return
-        if decision.stepped_down:
-            self._notify(f"guard: {decision.message}")
-            self.ledger.record_event(
-                "guard.step_down",
-                index=index,
-                detail={
-                    "from": failed_at,
-                    "to": describe(decision.params, decision.level),
-                    "message": decision.message,
-                    "backend": backend.name,
-                },
-            )
-        self.ledger.requeue(index, decision.message)
-        self._retry.append(index)
 
     async def _after(self, result: GenerationResult, backend: Backend) -> None:
         """Let the backend's guard learn from the finished prompt; keep its reading."""
@@ -352,104 +316,14 @@ class Scheduler:
                 note=backend.name,
             )
 
-    # -- failover ----------------------------------------------------------------------------
-
-    def _lose(self, backend: Backend, exc: ComfyUnavailable | GuardTripped, kind: str) -> None:
-        """Take ``backend`` out (lost, or stopped on heat): its slots go back to the queue."""
-        if isinstance(exc, GuardTripped):
-            self._out[backend.name] = exc
-        else:
-            self.pool.lost(backend, str(exc))
-        handed = [(pid, f) for pid, f in self._in_flight.items() if f.backend is backend]
-        for prompt_id, flight in handed:
-            del self._in_flight[prompt_id]
+    def _lose(self, backend: Backend, exc: ComfyUnavailable | GuardTripped) -> None:
+        """``backend`` is lost or stopped on heat: the slots it held go back to the queue."""
+        handed = [pid for pid, f in self._in_flight.items() if f.backend is backend]
+        slots = [self._in_flight.pop(pid).index for pid in handed]
+        for _ in handed:
             self.pool.release(backend)
-            self._orphans.append(flight.index)
-        resends = self._resend.pop(backend.name, deque())
-        self._orphans.extend(resends)
-        slots = sorted([f.index for _, f in handed] + list(resends))
-        self.ledger.record_event(
-            f"backend.{kind}",
-            detail={"backend": backend.name, "reason": str(exc), "slots": slots},
-        )
-        what = "lost" if kind == "lost" else "stopped on heat"
-        self._notify(
-            f"server {backend.name} {what} ({exc}); {len(slots)} slot(s) it held go back to "
-            "the queue"
-        )
-        self._changed.set()
-        alive = [b for b in self.backends if b.name not in self._out and self.pool.is_up(b)]
-        if alive:
-            return
-        if len(self.backends) == 1 or isinstance(exc, GuardTripped):
-            raise exc  # the reason of the last one: the run stops as with one server
-        raise ComfyUnavailable(
-            f"every server of this order is lost or stopped (the last: {backend.name}: "
-            f"{exc}); what was made is kept: run the order again when one answers"
-        ) from exc
-
-    async def _rejoin(self, backend: Backend) -> None:
-        """Wait until ``backend`` answers (or the run has nothing left); check that it fits
-        the order the first time; then settle what it held for us while it was away."""
-        if not self.pool.is_up(backend):
-            up = asyncio.ensure_future(self.pool.wait_up(backend))
-            try:
-                while not up.done() and not self._finished():
-                    self._changed.clear()
-                    changed = asyncio.ensure_future(self._changed.wait())
-                    await asyncio.wait({up, changed}, return_when=asyncio.FIRST_COMPLETED)
-                    changed.cancel()
-            finally:
-                up.cancel()
-            if not self.pool.is_up(backend):
-                return
-            self.ledger.record_event("backend.back", detail={"backend": backend.name})
-        if backend.name not in self._admitted:
-            if self._admit is not None and not await self._admit(backend):
-                self._out[backend.name] = ComfyError(f"{backend.name} does not fit the order")
-                return
-            self._admitted.add(backend.name)
-        await self._recover(backend)
-
-    async def _recover(self, backend: Backend) -> None:
-        """Ask ``backend`` about the slots it held when it was lost: collect what it finished,
-        cancel what it still holds (its messages went to a socket we no longer have)."""
-        comfy = backend.adapter
-        try:
-            for index in list(self._orphans):
-                record = self.ledger.slot(index)
-                if record.state is not SlotState.SUBMITTED or record.backend != backend.name:
-                    continue
-                prompt_id = record.prompt_id or ""
-                state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
-                if state == "done":
-                    await self._collect(index, prompt_id, record.attempt, backend)
-                elif state in ("pending", "running"):
-                    await comfy.cancel(prompt_id)
-            for index, (server, prompt_id) in list(self._moved.items()):
-                if server == backend.name:
-                    del self._moved[index]
-                    if await comfy.prompt_state(prompt_id) in ("pending", "running"):
-                        await comfy.cancel(prompt_id)  # made again elsewhere: not needed
-        except ComfyError:
-            return  # gone again: its driver finds out at its next prompt
-
-    async def _collect(self, index: int, prompt_id: str, attempt: int, backend: Backend) -> None:
-        request = self._make_request(index, prompt_id, self.oom.params, attempt)
-        result = await backend.adapter.collect(request, prompt_id)
-        if not result.ok:
-            return  # made again like any slot handed back
-        with contextlib.suppress(ValueError):
-            self._orphans.remove(index)
-        await self._finish(index, result, backend)
-        self._on_result(True)
-        self.ledger.record_event(
-            "backend.collected",
-            index=index,
-            prompt_id=prompt_id,
-            detail={"backend": backend.name},
-        )
-        self._notify(f"slot {index}: collected from {backend.name}'s history after it came back")
+        slots += self._resend.pop(backend.name, ())
+        self.failover.lose(backend, exc, slots)
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -467,6 +341,42 @@ class Scheduler:
             if self.ledger.slot(flight.index).state is SlotState.SUBMITTED:
                 self.ledger.requeue(flight.index, "cancelled by the user")
         self._in_flight.clear()
+
+
+async def out_of_memory(
+    ledger: Ledger,
+    oom: OomRecovery,
+    index: int,
+    result: GenerationResult,
+    error: OutOfMemory,
+    notify: Notify,
+) -> bool:
+    """Free the server's memory and retry once; a second one steps down (batch, then level).
+    True: the slot goes again (requeued in the ledger); False: it failed, nothing is left."""
+    if result.request.params != oom.params:
+        # Sent before a step down (it was queued behind the prompt that caused it): its OOM
+        # says nothing about the smaller settings now in use. Make it again with those.
+        ledger.requeue(index, "out of memory at settings already stepped down from")
+        return True
+    failed_at = describe(result.request.params, oom.level)
+    decision = await oom.on_out_of_memory(error)
+    if decision is None:
+        notify(f"slot {index} failed: {error}")
+        return False
+    if decision.stepped_down:
+        notify(f"guard: {decision.message}")
+        ledger.record_event(
+            "guard.step_down",
+            index=index,
+            detail={
+                "from": failed_at,
+                "to": describe(decision.params, decision.level),
+                "message": decision.message,
+                "backend": ledger.slot(index).backend,
+            },
+        )
+    ledger.requeue(index, decision.message)
+    return True
 
 
 def _mb(total: int | None, used: int | None) -> float | None:

@@ -171,117 +171,125 @@ _WAIT = "wait for the prompt in flight"
 _COOL = "cool"
 
 
-class Guard:
-    """Paces the release of prompts by the card's temperature (see the module docs).
+class _GuardReadings:
+    """The guard's readings and events: every reading kept as a :class:`Sample`, what a reading
+    may hide (its resolution), and every decision told as a :class:`GuardEvent`.
 
-    ``level_pause_s`` and ``max_batch`` come from the quality level; ``series_pause_s`` is the
-    cool-down after ``max_batch`` images when there is no temperature to wait for.
-    ``free_memory`` asks the server to free its memory (the adapter's POST /free).
-
-    ``margin_c`` is kept under the target for what the readings miss (a read that came a little
-    after the peak, a heatsink that warmed since the last prompts). ``prior`` is the heat of a
-    prompt assumed before one is measured. While the card cools, the gate re-reads it when it
-    expects it to have reached the release temperature (from how fast it cooled so far), at
-    least every ``limits.poll_interval_s`` and at most every ``min_poll_s``. ``resolution_c``:
-    how much hotter than a reading the card may be (None: 1 °C while every reading is a whole
-    number, as NVML and nvidia-smi report, else 0); forecasts start from the top of it.
-
-    Use ``guard.before_prompt`` as the adapter's gate and call ``await guard.after_prompt(n)``
-    for every prompt that finished (n images); run ``guard.watch()`` as a task.
+    A base of :class:`Guard`, which sets in its ``__init__`` the state declared here.
     """
 
-    def __init__(
+    sensor: Sensor
+    limits: Limits
+    level_pause_s: float
+    heat: HeatLearner
+    stats: GuardStats
+    events: list[GuardEvent]
+    samples: list[Sample]
+    _clock: Clock
+    _t0: float
+    _on_event: Callable[[GuardEvent], None] | None
+    _flight: deque[_Flight]
+    _end_open: bool
+    _had_temperature: bool
+    _whole_degrees: bool
+    _resolution_set: float | None
+    _lost: bool
+    _said: set[str]
+
+    # -- readings ----------------------------------------------------------------------------
+
+    async def _read(self) -> Reading | None:
+        reading = await self.sensor.read()
+        temp = reading.temperature_c if reading is not None else None
+        if reading is None or temp is None:
+            self._note_no_temperature(reading)
+        elif self._lost:
+            self._lost = False
+            self._emit("sensor_back", f"the {self.sensor.name} sensor answers again", None)
+        if reading is not None:
+            self._had_temperature |= temp is not None
+            if temp is not None:
+                self._whole_degrees = self._whole_degrees and temp == int(temp)
+                if self._end_open and not self._flight:
+                    self.heat.raise_last_end(temp + self._resolution_c() / 2)
+            self._record(reading)
+            self._check_slowdown(reading)
+        return reading
+
+    def _resolution_c(self) -> float:
+        """How much hotter than its reading the card may be: ``resolution_c`` when given, else
+        1 °C for a sensor that reads whole degrees (NVML floors: 77 means 77 .. 77.99), else 0."""
+        if self._resolution_set is not None:
+            return self._resolution_set
+        return 1.0 if self._whole_degrees and self._had_temperature else 0.0
+
+    def _note_no_temperature(self, reading: Reading | None) -> None:
+        if reading is None:
+            self.stats.missed_readings += 1
+        if self._had_temperature:
+            self._lost = True
+        why = self.sensor.last_error if reading is None else "it reports no temperature"
+        self._once(
+            "no_temperature",
+            f"no temperature from the {self.sensor.name} sensor ({why}); the fixed pause of "
+            f"{self.level_pause_s:.1f} s after each image applies while there is none",
+        )
+
+    def _check_slowdown(self, reading: Reading) -> None:
+        if reading.slowdown_c is not None and reading.slowdown_c <= self.limits.target_c:
+            self._once(
+                "warning",
+                f"the card slows itself down at {reading.slowdown_c:.0f} °C, at or under the "
+                f"target {self.limits.target_c:.0f} °C: lower target_temp_c below it",
+            )
+
+    def _record(self, reading: Reading) -> None:
+        self.samples.append(
+            Sample(
+                t_s=self._clock() - self._t0,
+                temperature_c=reading.temperature_c,
+                power_w=reading.power_w,
+                vram_used_bytes=reading.vram_used_bytes,
+                vram_total_bytes=reading.vram_total_bytes,
+            )
+        )
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _once(self, kind: EventKind, message: str) -> None:
+        if kind not in self._said:
+            self._said.add(kind)
+            self._emit(kind, message)
+
+    def _emit(
         self,
-        sensor: Sensor,
-        limits: Limits,
-        level_pause_s: float,
-        max_batch: int,
+        kind: EventKind,
+        message: str,
+        temperature_c: float | None = None,
         *,
-        clock: Clock,
-        sleep: Sleep,
-        free_memory: FreeMemory | None = None,
-        on_event: Callable[[GuardEvent], None] | None = None,
-        series_pause_s: float = 30.0,
-        margin_c: float = 1.0,
-        prior: HeatModel | None = None,
-        min_poll_s: float = 0.05,
-        resolution_c: float | None = None,
+        seconds: float | None = None,
     ) -> None:
-        self.sensor = sensor
-        self.limits = limits
-        self.level_pause_s = level_pause_s
-        self.max_batch = max_batch
-        self.series_pause_s = series_pause_s
-        self.margin_c = margin_c
-        self.min_poll_s = min(min_poll_s, limits.poll_interval_s)
-        self.heat = HeatLearner(prior=prior)
-        self._clock = clock
-        self._sleep = sleep
-        self._free_memory = free_memory
-        self._on_event = on_event
-        self._t0 = clock()
-        self.events: list[GuardEvent] = []
-        self.samples: list[Sample] = []
-        self.stats = GuardStats()
-        self._released = 0
-        self._in_series = 0
-        self._flight: deque[_Flight] = deque()
-        self._ended = 0  # prompts reported by after_prompt
-        self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
-        self._end_open = False  # the last measured end may still show hotter (nothing ran since)
-        self._had_temperature = False
-        self._whole_degrees = True  # every reading so far a whole number (NVML, nvidia-smi)
-        self._resolution_set = resolution_c
-        self._lost = False
-        self._said: set[str] = set()
+        event = GuardEvent(self._clock() - self._t0, kind, message, temperature_c, seconds)
+        self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
 
-    # -- the gate ----------------------------------------------------------------------------
 
-    async def before_prompt(self) -> None:
-        """Return when the next prompt may be sent; hold (or pause) while the card must cool.
+class _GuardHold(_GuardReadings):
+    """The gate's hold: forecast the next prompt's peak, then release it, wait for the prompt in
+    flight, or hold while the card cools (re-read when it should have cooled enough) until it
+    may go or the hold times out.
 
-        Raises :class:`GuardTripped` when the card does not cool within ``cool_timeout_s``.
-        """
-        hold = _Hold()
-        if self._in_series >= self.max_batch:
-            if not await self._series_cooldown(hold):
-                self._release(None)
-                return
-        self._release(await self._pass(hold))
+    A base of :class:`Guard`, which sets in its ``__init__`` the state declared here.
+    """
 
-    async def after_prompt(self, images: int = 1) -> Sample | None:
-        """Call once for every prompt that finished (``images``: how many it made, 0 when it
-        failed). Takes a reading for the report (returned; None: no reading) and learns from it
-        how much one prompt heats the card."""
-        self.stats.images += images
-        self._in_series += images
-        reading = await self._read()
-        end_c = reading.temperature_c if reading is not None else None
-        flight = self._flight.popleft() if self._flight else None
-        learned = False
-        if flight is not None and flight.start_c is not None and end_c is not None and images:
-            half = self._resolution_c() / 2  # a whole-degree reading T means T .. T+1
-            self.heat.add(flight.start_c + half, end_c + half)
-            learned = True
-        if self._flight and (self._flight[0].queued or not images):
-            # It waited on the server behind this one, so it started when this one ended. (A
-            # prompt that failed may never have run: then when the next one started is unknown.)
-            self._flight[0] = _Flight(end_c if images else None, queued=False)
-        self._end_open = learned and not self._flight
-        self._ended += 1
-        self._finished.set()
-        return self.samples[-1] if reading is not None and self.samples else None
-
-    async def watch(self) -> None:
-        """Read the sensor every ``poll_interval_s`` while prompts are in flight, until
-        cancelled. Run it as a task for the length of a run: it gives the report its time
-        series while the gate has nothing to read for."""
-        while True:
-            if self._flight:  # (with nothing in flight, a holding gate reads for itself)
-                await self._read()
-            await self._sleep(self.limits.poll_interval_s)
-
-    # -- what the ETA and the report need ----------------------------------------------------
+    margin_c: float
+    min_poll_s: float
+    _sleep: Sleep
+    _free_memory: FreeMemory | None
+    _released: int
+    _ended: int
+    _finished: asyncio.Event
 
     def heat_model(self) -> HeatModel:
         """How one prompt heats the card, as learned so far (the prior before any)."""
@@ -292,17 +300,6 @@ class Guard:
         rules aside)."""
         limit = self.limits.target_c - self.margin_c
         return self.heat_model().start_for_peak_c(limit) - self._resolution_c()
-
-    def cooling_s_per_image(self) -> float:
-        """Seconds of holding and pausing per image so far (before any image: the level's pause
-        without a temperature sensor, nothing with one)."""
-        if self.stats.images == 0:
-            return 0.0 if self._had_temperature else self.level_pause_s
-        return (self.stats.held_s + self.stats.paused_s) / self.stats.images
-
-    def estimated_cooling_s(self, remaining_images: int) -> float:
-        """Expected seconds of cooling for ``remaining_images`` more images, from the run so far."""
-        return self.cooling_s_per_image() * remaining_images
 
     # -- the decisions -----------------------------------------------------------------------
 
@@ -418,12 +415,6 @@ class Guard:
             seconds=held,
         )
 
-    def _release(self, start_c: float | None) -> None:
-        queued = bool(self._flight)
-        self._flight.append(_Flight(None if queued else start_c, queued))
-        self._released += 1
-        self._end_open = False
-
     async def _fixed_pause(self) -> None:
         if self._released == 0 or self.level_pause_s <= 0:
             return  # nothing ran yet (nothing to cool down from), or no pause is asked for
@@ -431,32 +422,6 @@ class Guard:
             await self._wait_for_flight(self._ended)
         await self._sleep(self.level_pause_s)
         self.stats.paused_s += self.level_pause_s
-
-    async def _series_cooldown(self, hold: _Hold) -> bool:
-        """Free memory and cool down after ``max_batch`` images; False: no temperature, the
-        series pause was taken instead (the prompt may go)."""
-        while self._flight:
-            await self._wait_for_flight(self._ended)
-        reading = await self._read()
-        temp = reading.temperature_c if reading is not None else None
-        self._emit(
-            "series_cooldown",
-            f"{self._in_series} images in a row (max batch {self.max_batch}): memory cleanup "
-            "on the server and a cool-down",
-            temp,
-        )
-        self._in_series = 0
-        await self._free("after a series of images")
-        hold.freed = True
-        if temp is None:
-            await self._sleep(self.series_pause_s)
-            self.stats.paused_s += self.series_pause_s
-            return False
-        hold.to_resume = True
-        hold.why = f"a cool-down after {self.max_batch} images, card at {temp:.1f} °C"
-        if temp > self.limits.resume_c:
-            hold.first_c = temp
-        return True
 
     def _why(self, temp: float, reading: Reading, hold: _Hold) -> str:
         lim = self.limits
@@ -505,80 +470,160 @@ class Guard:
         self._emit("tripped", message, last, seconds=elapsed)
         raise GuardTripped(message)
 
-    # -- readings ----------------------------------------------------------------------------
 
-    async def _read(self) -> Reading | None:
-        reading = await self.sensor.read()
-        temp = reading.temperature_c if reading is not None else None
-        if reading is None or temp is None:
-            self._note_no_temperature(reading)
-        elif self._lost:
-            self._lost = False
-            self._emit("sensor_back", f"the {self.sensor.name} sensor answers again", None)
-        if reading is not None:
-            self._had_temperature |= temp is not None
-            if temp is not None:
-                self._whole_degrees = self._whole_degrees and temp == int(temp)
-                if self._end_open and not self._flight:
-                    self.heat.raise_last_end(temp + self._resolution_c() / 2)
-            self._record(reading)
-            self._check_slowdown(reading)
-        return reading
+class Guard(_GuardHold):
+    """Paces the release of prompts by the card's temperature (see the module docs).
 
-    def _resolution_c(self) -> float:
-        """How much hotter than its reading the card may be: ``resolution_c`` when given, else
-        1 °C for a sensor that reads whole degrees (NVML floors: 77 means 77 .. 77.99), else 0."""
-        if self._resolution_set is not None:
-            return self._resolution_set
-        return 1.0 if self._whole_degrees and self._had_temperature else 0.0
+    ``level_pause_s`` and ``max_batch`` come from the quality level; ``series_pause_s`` is the
+    cool-down after ``max_batch`` images when there is no temperature to wait for.
+    ``free_memory`` asks the server to free its memory (the adapter's POST /free).
 
-    def _note_no_temperature(self, reading: Reading | None) -> None:
-        if reading is None:
-            self.stats.missed_readings += 1
-        if self._had_temperature:
-            self._lost = True
-        why = self.sensor.last_error if reading is None else "it reports no temperature"
-        self._once(
-            "no_temperature",
-            f"no temperature from the {self.sensor.name} sensor ({why}); the fixed pause of "
-            f"{self.level_pause_s:.1f} s after each image applies while there is none",
-        )
+    ``margin_c`` is kept under the target for what the readings miss (a read that came a little
+    after the peak, a heatsink that warmed since the last prompts). ``prior`` is the heat of a
+    prompt assumed before one is measured. While the card cools, the gate re-reads it when it
+    expects it to have reached the release temperature (from how fast it cooled so far), at
+    least every ``limits.poll_interval_s`` and at most every ``min_poll_s``. ``resolution_c``:
+    how much hotter than a reading the card may be (None: 1 °C while every reading is a whole
+    number, as NVML and nvidia-smi report, else 0); forecasts start from the top of it.
 
-    def _check_slowdown(self, reading: Reading) -> None:
-        if reading.slowdown_c is not None and reading.slowdown_c <= self.limits.target_c:
-            self._once(
-                "warning",
-                f"the card slows itself down at {reading.slowdown_c:.0f} °C, at or under the "
-                f"target {self.limits.target_c:.0f} °C: lower target_temp_c below it",
-            )
+    Use ``guard.before_prompt`` as the adapter's gate and call ``await guard.after_prompt(n)``
+    for every prompt that finished (n images); run ``guard.watch()`` as a task.
+    """
 
-    def _record(self, reading: Reading) -> None:
-        self.samples.append(
-            Sample(
-                t_s=self._clock() - self._t0,
-                temperature_c=reading.temperature_c,
-                power_w=reading.power_w,
-                vram_used_bytes=reading.vram_used_bytes,
-                vram_total_bytes=reading.vram_total_bytes,
-            )
-        )
-
-    # -- events ------------------------------------------------------------------------------
-
-    def _once(self, kind: EventKind, message: str) -> None:
-        if kind not in self._said:
-            self._said.add(kind)
-            self._emit(kind, message)
-
-    def _emit(
+    def __init__(
         self,
-        kind: EventKind,
-        message: str,
-        temperature_c: float | None = None,
+        sensor: Sensor,
+        limits: Limits,
+        level_pause_s: float,
+        max_batch: int,
         *,
-        seconds: float | None = None,
+        clock: Clock,
+        sleep: Sleep,
+        free_memory: FreeMemory | None = None,
+        on_event: Callable[[GuardEvent], None] | None = None,
+        series_pause_s: float = 30.0,
+        margin_c: float = 1.0,
+        prior: HeatModel | None = None,
+        min_poll_s: float = 0.05,
+        resolution_c: float | None = None,
     ) -> None:
-        event = GuardEvent(self._clock() - self._t0, kind, message, temperature_c, seconds)
-        self.events.append(event)
-        if self._on_event is not None:
-            self._on_event(event)
+        self.sensor = sensor
+        self.limits = limits
+        self.level_pause_s = level_pause_s
+        self.max_batch = max_batch
+        self.series_pause_s = series_pause_s
+        self.margin_c = margin_c
+        self.min_poll_s = min(min_poll_s, limits.poll_interval_s)
+        self.heat = HeatLearner(prior=prior)
+        self._clock = clock
+        self._sleep = sleep
+        self._free_memory = free_memory
+        self._on_event = on_event
+        self._t0 = clock()
+        self.events: list[GuardEvent] = []
+        self.samples: list[Sample] = []
+        self.stats = GuardStats()
+        self._released = 0
+        self._in_series = 0
+        self._flight: deque[_Flight] = deque()
+        self._ended = 0  # prompts reported by after_prompt
+        self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
+        self._end_open = False  # the last measured end may still show hotter (nothing ran since)
+        self._had_temperature = False
+        self._whole_degrees = True  # every reading so far a whole number (NVML, nvidia-smi)
+        self._resolution_set = resolution_c
+        self._lost = False
+        self._said: set[str] = set()
+
+    # -- the gate ----------------------------------------------------------------------------
+
+    async def before_prompt(self) -> None:
+        """Return when the next prompt may be sent; hold (or pause) while the card must cool.
+
+        Raises :class:`GuardTripped` when the card does not cool within ``cool_timeout_s``.
+        """
+        hold = _Hold()
+        if self._in_series >= self.max_batch:
+            if not await self._series_cooldown(hold):
+                self._release(None)
+                return
+        self._release(await self._pass(hold))
+
+    async def after_prompt(self, images: int = 1) -> Sample | None:
+        """Call once for every prompt that finished (``images``: how many it made, 0 when it
+        failed). Takes a reading for the report (returned; None: no reading) and learns from it
+        how much one prompt heats the card."""
+        self.stats.images += images
+        self._in_series += images
+        reading = await self._read()
+        end_c = reading.temperature_c if reading is not None else None
+        flight = self._flight.popleft() if self._flight else None
+        learned = False
+        if flight is not None and flight.start_c is not None and end_c is not None and images:
+            half = self._resolution_c() / 2  # a whole-degree reading T means T .. T+1
+            self.heat.add(flight.start_c + half, end_c + half)
+            learned = True
+        if self._flight and (self._flight[0].queued or not images):
+            # It waited on the server behind this one, so it started when this one ended. (A
+            # prompt that failed may never have run: then when the next one started is unknown.)
+            self._flight[0] = _Flight(end_c if images else None, queued=False)
+        self._end_open = learned and not self._flight
+        self._ended += 1
+        self._finished.set()
+        return self.samples[-1] if reading is not None and self.samples else None
+
+    async def watch(self) -> None:
+        """Read the sensor every ``poll_interval_s`` while prompts are in flight, until
+        cancelled. Run it as a task for the length of a run: it gives the report its time
+        series while the gate has nothing to read for."""
+        while True:
+            if self._flight:  # (with nothing in flight, a holding gate reads for itself)
+                await self._read()
+            await self._sleep(self.limits.poll_interval_s)
+
+    # -- what the ETA and the report need ----------------------------------------------------
+
+    def cooling_s_per_image(self) -> float:
+        """Seconds of holding and pausing per image so far (before any image: the level's pause
+        without a temperature sensor, nothing with one)."""
+        if self.stats.images == 0:
+            return 0.0 if self._had_temperature else self.level_pause_s
+        return (self.stats.held_s + self.stats.paused_s) / self.stats.images
+
+    def estimated_cooling_s(self, remaining_images: int) -> float:
+        """Expected seconds of cooling for ``remaining_images`` more images, from the run so far."""
+        return self.cooling_s_per_image() * remaining_images
+
+    # -- a series of images ------------------------------------------------------------------
+
+    def _release(self, start_c: float | None) -> None:
+        queued = bool(self._flight)
+        self._flight.append(_Flight(None if queued else start_c, queued))
+        self._released += 1
+        self._end_open = False
+
+    async def _series_cooldown(self, hold: _Hold) -> bool:
+        """Free memory and cool down after ``max_batch`` images; False: no temperature, the
+        series pause was taken instead (the prompt may go)."""
+        while self._flight:
+            await self._wait_for_flight(self._ended)
+        reading = await self._read()
+        temp = reading.temperature_c if reading is not None else None
+        self._emit(
+            "series_cooldown",
+            f"{self._in_series} images in a row (max batch {self.max_batch}): memory cleanup "
+            "on the server and a cool-down",
+            temp,
+        )
+        self._in_series = 0
+        await self._free("after a series of images")
+        hold.freed = True
+        if temp is None:
+            await self._sleep(self.series_pause_s)
+            self.stats.paused_s += self.series_pause_s
+            return False
+        hold.to_resume = True
+        hold.why = f"a cool-down after {self.max_batch} images, card at {temp:.1f} °C"
+        if temp > self.limits.resume_c:
+            hold.first_c = temp
+        return True
