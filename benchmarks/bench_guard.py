@@ -1,7 +1,8 @@
 """Benchmark: the hardware guard against the seed's fixed pause, on the simulator's thermal model.
 
     .venv/bin/python benchmarks/bench_guard.py [--smoke-time-scale 1.0] [--time-scale 0.2]
-                                               [--long 300] [--quick]
+                                               [--long 300] [--quick] [--guard-only]
+                                               [--margin 1.0]
 
 Each scenario starts a fresh simulator (an idle card) with its thermal model on and runs
 ``standard`` images (320x320, 8 steps; 1.54 s of work each, the seed's 3.54 s per image less its
@@ -13,6 +14,12 @@ Each scenario starts a fresh simulator (an idle card) with its thermal model on 
   card's temperature read from the simulator's ``/sim/sensor``, default settings: 1 s sensor
   interval, 1 °C margin);
 - ``off``: no pause at all (two prompts in flight): the guard switched off.
+
+- ``optimum``: no run, a computation: the best schedule any controller could follow with full
+  knowledge of the simulator's thermal model, at the same 78 °C limit (:func:`offline_optimum`:
+  each image starts at the earliest moment from which its end, its peak, stays at or under
+  78 °C; on this model nothing beats that). The guard's images per hour are reported as a
+  fraction of the optimum's; the goal is 0.95 or more.
 
 Times are the simulator's *model* seconds (real seconds / time_scale), from the adapter's start
 to the last image (and the seed's last pause). HTTP and the simulator's own work count
@@ -126,6 +133,10 @@ def peaks(handle: SimulatorHandle) -> list[float]:
     ]
 
 
+MARGIN_C = [1.0]
+"""The guard's margin under the target (``--margin``; 1.0 is the pipeline's)."""
+
+
 async def drive(
     url: str, n: int, out: Path, schedule: str, time_scale: float, pause_s: float = 2.0
 ) -> tuple[int, int, Guard | None]:
@@ -178,6 +189,7 @@ def make_guard(
         clock=model_clock(time_scale),
         sleep=model_sleep(time_scale),
         free_memory=free_memory,
+        margin_c=MARGIN_C[0],
     )
 
 
@@ -224,13 +236,91 @@ def _seed_peak(pause_s: float, n: int, room_c: float) -> float:
     return peak
 
 
+def offline_optimum(n: int, room_c: float, limit_c: float = LIMIT_C) -> tuple[float, float]:
+    """The shortest time (model s) to make ``n`` images of ``WORK_S`` each on the thermal model
+    from an idle card in a ``room_c`` room, without its temperature ever passing ``limit_c``;
+    and the hottest peak of that schedule, replayed through :class:`ThermalModel` itself.
+
+    While it works the card only heats, while it idles it only cools, so each image's peak is
+    at its end. The schedule starts every image at the earliest moment whose end stays under
+    the limit (found by bisection on the idle time). That is optimal on this model: by
+    induction the k-th image of this schedule starts no later than the k-th of any feasible
+    schedule, so at any moment it has done as many images, each earlier; the model is linear,
+    so heat from earlier work has decayed more and its card is no hotter, and an image that
+    may start in the other schedule may start in this one too.
+    """
+    cfg = ThermalConfig(room_c=room_c)
+    die = sink = 0.0  # the model's two parts above the idle card (see comfyline.sim.thermal)
+
+    def after(d: float, s: float, seconds: float, busy: bool) -> tuple[float, float]:
+        u = 1.0 if busy else 0.0
+        d = cfg.die_rise_c * u + (d - cfg.die_rise_c * u) * math.exp(-seconds / cfg.die_tau_s)
+        s = cfg.sink_rise_c * u + (s - cfg.sink_rise_c * u) * math.exp(-seconds / cfg.sink_tau_s)
+        return d, s
+
+    def end_c(idle_s: float) -> float:
+        d, s = after(*after(die, sink, idle_s, False), WORK_S, True)
+        return cfg.room_c + cfg.idle_rise_c + d + s
+
+    if end_c(1e6) > limit_c:
+        raise ValueError(f"at room {room_c} C one image from idle passes {limit_c} C")
+    idles = []
+    for _ in range(n):
+        low, high = 0.0, 0.0
+        if end_c(0.0) > limit_c:
+            high = 1.0
+            while end_c(high) > limit_c:
+                low, high = high, high * 2
+            for _ in range(60):  # far below a microsecond
+                mid = (low + high) / 2
+                low, high = (mid, high) if end_c(mid) > limit_c else (low, mid)
+        idles.append(high)
+        die, sink = after(*after(die, sink, high, False), WORK_S, True)
+    return sum(idles) + n * WORK_S, _replayed_peak(idles, room_c)
+
+
+def _replayed_peak(idles: list[float], room_c: float) -> float:
+    """The schedule's hottest image end on the simulator's own :class:`ThermalModel`."""
+    now = [0.0]
+    model = ThermalModel(ThermalConfig(room_c=room_c), lambda: now[0])
+    peak = 0.0
+    for idle in idles:
+        now[0] += idle
+        model.set_busy(True)
+        now[0] += WORK_S
+        peak = max(peak, model.temperature())
+        model.set_busy(False)
+    return peak
+
+
+OPTIMUM_GOAL = 0.95
+"""The guard's images per hour as a fraction of the offline optimum's: the goal."""
+
+
+def versus_optimum(result: RunResult, n: int, room_c: float) -> tuple[str, bool]:
+    """The check line of ``result`` (a guard row) against the offline optimum."""
+    optimum_s, peak = offline_optimum(n, room_c)
+    fraction = optimum_s / result.model_s  # images per hour: n / model_s over n / optimum_s
+    text = (
+        f"optimum {n}, room {room_c:.0f}: {optimum_s:.1f} s ({optimum_s / n:.2f} s/img, "
+        f"{n / optimum_s * 3600:.0f} img/h, peak {peak:.2f} C); guard {result.model_s:.1f} s "
+        f"({n / result.model_s * 3600:.0f} img/h) = {fraction:.3f} of it (goal >= {OPTIMUM_GOAL})"
+    )
+    return text, fraction >= OPTIMUM_GOAL
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke-time-scale", type=float, default=1.0)
     parser.add_argument("--time-scale", type=float, default=0.2, help="of the long runs")
     parser.add_argument("--long", type=int, default=300, help="images in the long runs")
     parser.add_argument("--quick", action="store_true", help="only the 10-image runs")
+    parser.add_argument(
+        "--guard-only", action="store_true", help="only the guard's rows and the optimum"
+    )
+    parser.add_argument("--margin", type=float, default=1.0, help="the guard's margin, C")
     args = parser.parse_args(argv)
+    MARGIN_C[0] = args.margin
     rows: list[RunResult] = []
 
     def run(*a: Any, **k: Any) -> RunResult:
@@ -242,9 +332,44 @@ def main(argv: list[str] | None = None) -> int:
     ts, sts = args.time_scale, args.smoke_time_scale
     print(
         f"smoke time_scale={sts}, long time_scale={ts}, guard "
-        f"{Limits.from_settings(Settings())}, margin 1.0 C\n\n{HEADER}",
+        f"{Limits.from_settings(Settings())}, margin {args.margin} C\n\n{HEADER}",
         flush=True,
     )
+    checks: list[tuple[str, bool]] = []
+    notes: list[str] = []
+    guard10 = run("smoke 10, room 25: guard", "guard", 10, room_c=25, time_scale=sts)
+    checks.append((f"smoke: guard peak {guard10.peak_c:.1f} C <= 78", guard10.peak_c <= LIMIT_C))
+    checks.append(versus_optimum(guard10, 10, 25.0))
+    if not args.guard_only:
+        checks += smoke_rows(run, guard10, sts, notes)
+    if not args.quick:
+        n = args.long
+        guard_long = run(f"{n}, room 25: guard", "guard", n, room_c=25, time_scale=ts)
+        guard_hot = run(f"{n}, room 32: guard", "guard", n, room_c=32, time_scale=ts)
+        checks += [
+            (f"long: guard peak {guard_long.peak_c:.1f} C <= 78", guard_long.peak_c <= LIMIT_C),
+            (
+                f"hot: guard peak {guard_hot.peak_c:.1f} C <= 78, blackouts {guard_hot.blackouts}",
+                guard_hot.peak_c <= LIMIT_C and guard_hot.blackouts == 0,
+            ),
+        ]
+        checks += [versus_optimum(guard_long, n, 25.0), versus_optimum(guard_hot, n, 32.0)]
+        if not args.guard_only:
+            checks += long_rows(run, guard_long, n, ts, notes)
+    print()
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    for text in notes:
+        print(f"note  {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+Run = Callable[..., RunResult]
+Checks = list[tuple[str, bool]]
+
+
+def smoke_rows(run: Run, guard10: RunResult, sts: float, notes: list[str]) -> Checks:
+    """The seed's schedules and the guard switched off, 10 images: the checks."""
     seed10 = run(
         "smoke 10, room 25: seed (2.0 s pause after each)", "seed", 10, room_c=25, time_scale=sts
     )
@@ -255,58 +380,45 @@ def main(argv: list[str] | None = None) -> int:
         room_c=25,
         time_scale=sts,
     )
-    guard10 = run("smoke 10, room 25: guard", "guard", 10, room_c=25, time_scale=sts)
     off10 = run("smoke 10, room 25: guard off (no pause)", "off", 10, room_c=25, time_scale=sts)
-    checks = [
+    notes.append(
+        f"smoke: guard {between10.model_s / guard10.model_s:.2f}x the seed pausing only "
+        "between images (for reference)"
+    )
+    return [
         (
             f"smoke: guard {seed10.model_s / guard10.model_s:.2f}x the seed's schedule (>= 1.2)",
             seed10.model_s / guard10.model_s >= 1.2,
         ),
-        (f"smoke: guard peak {guard10.peak_c:.1f} C <= 78", guard10.peak_c <= LIMIT_C),
         (f"smoke: guard off blacks out ({off10.blackouts})", off10.blackouts >= 1),
     ]
-    notes = [
-        f"smoke: guard {between10.model_s / guard10.model_s:.2f}x the seed pausing only "
-        "between images (for reference)"
+
+
+def long_rows(run: Run, guard_long: RunResult, n: int, ts: float, notes: list[str]) -> Checks:
+    """The seed's schedules over the long runs: the checks."""
+    pause78 = seed_pause_for_limit(LIMIT_C, n, 25.0)
+    seed78 = run(
+        f"{n}, room 25: seed ({pause78:.1f} s pause: <= 78 C)",
+        "seed",
+        n,
+        room_c=25,
+        pause_s=pause78,
+        time_scale=ts,
+    )
+    seed_long = run(f"{n}, room 25: seed (2.0 s pause)", "seed", n, room_c=25, time_scale=ts)
+    seed_hot = run(f"{n}, room 32: seed (2.0 s pause)", "seed", n, room_c=32, time_scale=ts)
+    notes.append(
+        f"long: the seed's 2.0 s pause peaks at {seed_long.peak_c:.1f} C "
+        f"({seed_long.s_per_image:.2f} s/img)"
+    )
+    return [
+        (
+            f"long: guard {guard_long.s_per_image:.2f} s/img vs the seed at 78 C "
+            f"{seed78.s_per_image:.2f} ({seed78.s_per_image / guard_long.s_per_image:.2f}x)",
+            guard_long.s_per_image <= seed78.s_per_image,
+        ),
+        (f"hot: seed blacks out ({seed_hot.blackouts})", seed_hot.blackouts >= 1),
     ]
-    if not args.quick:
-        n = args.long
-        pause78 = seed_pause_for_limit(LIMIT_C, n, 25.0)
-        seed78 = run(
-            f"{n}, room 25: seed ({pause78:.1f} s pause: <= 78 C)",
-            "seed",
-            n,
-            room_c=25,
-            pause_s=pause78,
-            time_scale=ts,
-        )
-        seed_long = run(f"{n}, room 25: seed (2.0 s pause)", "seed", n, room_c=25, time_scale=ts)
-        guard_long = run(f"{n}, room 25: guard", "guard", n, room_c=25, time_scale=ts)
-        seed_hot = run(f"{n}, room 32: seed (2.0 s pause)", "seed", n, room_c=32, time_scale=ts)
-        guard_hot = run(f"{n}, room 32: guard", "guard", n, room_c=32, time_scale=ts)
-        checks += [
-            (
-                f"long: guard {guard_long.s_per_image:.2f} s/img vs the seed at 78 C "
-                f"{seed78.s_per_image:.2f} ({seed78.s_per_image / guard_long.s_per_image:.2f}x)",
-                guard_long.s_per_image <= seed78.s_per_image,
-            ),
-            (f"long: guard peak {guard_long.peak_c:.1f} C <= 78", guard_long.peak_c <= LIMIT_C),
-            (f"hot: seed blacks out ({seed_hot.blackouts})", seed_hot.blackouts >= 1),
-            (
-                f"hot: guard peak {guard_hot.peak_c:.1f} C <= 78, blackouts {guard_hot.blackouts}",
-                guard_hot.peak_c <= LIMIT_C and guard_hot.blackouts == 0,
-            ),
-        ]
-        notes.append(
-            f"long: the seed's 2.0 s pause peaks at {seed_long.peak_c:.1f} C "
-            f"({seed_long.s_per_image:.2f} s/img)"
-        )
-    print()
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    for text in notes:
-        print(f"note  {text}")
-    return 0 if all(ok for _, ok in checks) else 1
 
 
 if __name__ == "__main__":

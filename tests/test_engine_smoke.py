@@ -65,8 +65,8 @@ def test_cli_smoke_test_on_the_simulator_writes_10_images_and_a_report(tmp_path:
 def test_failed_image_makes_the_exit_status_non_zero(make_sim: MakeSim, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with make_sim() as sim:
-        sim.set_faults(error_on_prompts=[2, 4])  # slot 2 fails, and fails again when retried
-        args = ["smoke-test", "--comfyui", sim.url, "--count", "3", "--pause", "0"]
+        sim.set_faults(error_on_seeds=[101])  # slot 2 fails, and fails again when retried
+        args = ["smoke-test", "--comfyui", sim.url, "--count", "3", "--pause", "0", "--seed", "100"]
         result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 1, result.output
     report = json.loads((out / REPORT_NAME).read_text())

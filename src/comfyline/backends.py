@@ -1,10 +1,12 @@
 """The ComfyUI servers a run talks to: each one's adapter, temperature sensor and guard.
 
-Today a run has one backend: the configured server, or the built-in simulator. The simulator
-stands in only when the user did not name a server (no ``--comfyui``, no ``$COMFYUI_URL``) and
-nothing answers at the default URL, or when ``--sim`` asks for it; the run then says so plainly,
-since its images are synthetic. A server the user named that does not answer is an error, never
-a silent switch to something else.
+A run has one backend or several (``--comfyui`` repeated, ``COMFYUI_URLS``, or a
+``backends.yaml``: :mod:`comfyline.backends_config`). With one, the simulator stands in only when
+the user did not name a server (no ``--comfyui``, no ``$COMFYUI_URL``) and nothing answers at the
+default URL, or when ``--sim`` asks for it; the run then says so plainly, since its images are
+synthetic. A server the user named that does not answer is an error, never a silent switch to
+something else. With several, those that answer are used and the others are asked again while
+the run goes on (:class:`comfyline.pool.BackendPool`); none answering is an error.
 
 Everything a backend opens (the adapter's connections, the sensor's HTTP client, NVML, the
 simulator) is closed by the ``AsyncExitStack`` it was opened on.
@@ -23,9 +25,11 @@ from typing import Any
 
 import httpx
 
+from comfyline.backends_config import BackendSpec, backend_specs
 from comfyline.comfy import ComfyUIAdapter, Endpoint
-from comfyline.errors import ComfyUnavailable
-from comfyline.guard import Guard, GuardEvent, Limits, choose_sensor
+from comfyline.errors import ComfyError, ComfyUnavailable
+from comfyline.guard import Guard, GuardEvent, Limits, NoSensor, SensorChoice, choose_sensor
+from comfyline.guard.remote import RemoteSensor
 from comfyline.guard.sensors import Sensor
 from comfyline.presets import get_level
 from comfyline.settings import Settings
@@ -56,6 +60,24 @@ class Backend:
     sensor_notice: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     guard: Guard | None = None
+    max_in_flight: int = 2
+    """Prompts on it at once (1 or 2)."""
+    tags: tuple[str, ...] = ()
+    spec: BackendSpec | None = None
+    """How it was configured (None: the built-in simulator)."""
+    http: httpx.AsyncClient | None = None
+    """The client its sensor reads with (kept to choose a sensor when it first answers)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the run records about it (``run.start``): name, URL, versions, device, tags."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "simulated": self.simulated,
+            "comfyui_version": self.comfyui_version,
+            "device": self.device,
+            "tags": list(self.tags),
+        }
 
     @property
     def comfyui_version(self) -> str | None:
@@ -134,6 +156,122 @@ async def open_backend(
         sensor_notice=choice.notice,
         stats=stats,
     )
+
+
+async def open_backends(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    urls: tuple[str, ...] = (),
+    force_sim: bool = False,
+    sim_if_unreachable: bool | None = None,
+    notify: Notify = lambda line: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> list[Backend]:
+    """Every configured server (:func:`comfyline.backends_config.backend_specs`), each with
+    its adapter and sensor.
+
+    Without ``urls``, a backends file or ``COMFYUI_URLS`` this is :func:`open_backend` (one
+    server, the simulator standing in as it says). Otherwise those that do not answer now come
+    back with empty ``stats`` (the pool asks them again later); :class:`ComfyUnavailable` when
+    none answers."""
+    named = bool(urls) or settings.backends_file is not None or bool(settings.comfyui_urls)
+    if force_sim or not named:
+        backend = await open_backend(
+            settings,
+            stack,
+            force_sim=force_sim,
+            sim_if_unreachable=sim_if_unreachable,
+            notify=notify,
+            clock=clock,
+            sleep=sleep,
+        )
+        return [backend]
+    backends = [
+        await _open_one(settings, stack, spec, clock, sleep)
+        for spec in backend_specs(settings, urls)
+    ]
+    if not any(b.stats for b in backends):
+        if len(backends) == 1:
+            await connect(backends[0], settings)  # its own error, naming its URL
+        raise ComfyUnavailable(
+            "none of the configured ComfyUI servers answers ("
+            + ", ".join(b.url for b in backends)
+            + "); start them, or check the URLs (--comfyui, COMFYUI_URLS, the backends file)"
+        )
+    for backend in backends:
+        if not backend.stats:
+            notify(f"server {backend.name} does not answer now; it is asked again during the run")
+    return backends
+
+
+async def _open_one(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    spec: BackendSpec,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> Backend:
+    adapter = await stack.enter_async_context(
+        ComfyUIAdapter(Endpoint.from_settings(settings, spec.url), clock=clock, sleep=sleep)
+    )
+    http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.http_timeout_s))
+    backend = Backend(
+        name=spec.name,
+        url=adapter.url,
+        simulated=False,
+        adapter=adapter,
+        sensor=NoSensor(f"the server {spec.name} has not answered yet"),
+        has_temperature=False,
+        max_in_flight=spec.max_in_flight,
+        tags=spec.tags,
+        spec=spec,
+        http=http,
+    )
+    stack.push_async_callback(lambda: _close_sensor(backend.sensor))
+    with contextlib.suppress(ComfyUnavailable):
+        await connect(backend, settings)
+    return backend
+
+
+async def connect(backend: Backend, settings: Settings) -> None:
+    """Ask ``backend`` for its ``/system_stats`` (:class:`ComfyUnavailable` when it does not
+    answer) and, the first time it answers, choose its sensor."""
+    stats = await backend.adapter.check_ready()
+    first = not backend.stats
+    backend.stats = stats
+    backend.simulated = SIM_DEVICE in str(backend.device)
+    if first and backend.http is not None:
+        choice = await _sensor_for(backend, settings, backend.http)
+        backend.sensor = choice.sensor
+        backend.has_temperature = choice.has_temperature
+        backend.sensor_notice = choice.notice
+
+
+async def _sensor_for(
+    backend: Backend, settings: Settings, http: httpx.AsyncClient
+) -> SensorChoice:
+    spec = backend.spec
+    if spec is None:
+        return await choose_sensor(settings, backend.url, http)
+    if spec.remote_sensor:
+        shared = settings.sensor_token
+        token = spec.sensor_token or (shared.get_secret_value() if shared else None)
+        remote = RemoteSensor(spec.sensor, http, token=token)
+        reading = await remote.read()
+        if reading is not None and reading.temperature_c is not None:
+            return SensorChoice(remote, True)
+        why = remote.last_error if reading is None else "it reports no temperature"
+        notice = (
+            f"server {backend.name}: the sensor agent at {spec.sensor} gives no temperature "
+            f"({why}); the quality level's fixed pause applies until it does"
+        )
+        return SensorChoice(remote, False, notice=notice)
+    try:
+        return await choose_sensor(spec.sensor_setting(settings), backend.url, http)
+    except ComfyError as exc:  # pragma: no cover - choose_sensor raises ConfigError only
+        return SensorChoice(NoSensor(str(exc)), False, notice=str(exc))
 
 
 async def _choose_url(

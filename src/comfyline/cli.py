@@ -194,8 +194,14 @@ def run_order_command(
     path: Path = typer.Argument(  # noqa: B008 - typer's way
         ..., help="The order: its project.yaml or its folder.", show_default=False
     ),
-    comfyui: str | None = typer.Option(
-        None, "--comfyui", help="ComfyUI URL (default: $COMFYUI_URL, then http://127.0.0.1:8188)."
+    comfyui: list[str] = typer.Option(  # noqa: B008
+        [],
+        "--comfyui",
+        help="ComfyUI URL; repeat it for several servers (default: $COMFYUI_URLS, "
+        "$COMFYUI_URL, then http://127.0.0.1:8188).",
+    ),
+    backends: Path | None = typer.Option(  # noqa: B008
+        None, "--backends", help="A backends.yaml naming the servers (see docs/SCALING.md)."
     ),
     sim: bool = typer.Option(False, "--sim", help="Run on the built-in simulator."),
     output_root: Path | None = typer.Option(  # noqa: B008
@@ -217,24 +223,29 @@ def run_order_command(
     from comfyline.pipeline import generate
     from comfyline.settings import Settings
 
-    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    # One --comfyui names the server as before; several are the run's servers.
+    overrides: dict[str, Any] = {"comfyui_url": comfyui[0]} if len(comfyui) == 1 else {}
     if output_root is not None:
         overrides["output_root"] = output_root
     if pause is not None:
         overrides["pause_s"] = pause
+    if backends is not None:
+        overrides["backends_file"] = backends
     settings = Settings(**overrides)
     console = Console(stderr=True, highlight=False)
     # An invalid order is reported (exit 2) before any server is contacted or started.
     loaded = load(path)
+    urls = tuple(comfyui) if len(comfyui) > 1 else ()
 
     def say(line: str) -> None:  # a path may hold "[": no markup; a long one stays whole
         console.print(line, markup=False, soft_wrap=True)
 
     resume = f"comfyline run-order {path}" + (" --sim" if sim else "")
-    resume += f" --comfyui {comfyui}" if comfyui else ""
+    resume += "".join(f" --comfyui {url}" for url in comfyui)
+    resume += f" --backends {backends}" if backends is not None else ""
     with stop_signals(notify=say, resume=resume) as stop:
         report = asyncio.run(
-            stop.target(generate(loaded, settings=settings, sim=sim, console=console))
+            stop.target(generate(loaded, settings=settings, sim=sim, console=console, urls=urls))
         )
     if report.totals.failed + report.totals.missing:
         raise typer.Exit(code=1)
@@ -281,6 +292,11 @@ def status_command(
             )
         Console().print(table)
         for row in rows:
+            for b in row.backends if len(row.backends) > 1 else ():
+                rate = f", {b.seconds_per_image:.2f} s/image" if b.seconds_per_image else ""
+                temp = f", {b.temperature_c:.0f} °C" if b.temperature_c is not None else ""
+                made = f"{b.health}, {b.images} images{rate}{temp}"
+                typer.echo(f"{row.order}: server {b.name}: {made}")
             if row.problem:
                 typer.echo(f"{row.order}: invalid: {row.problem}", err=True)
             elif row.resume and row.state != "new":
@@ -446,3 +462,81 @@ def serve_command(
             )
 
     serve(config, sock, ready)
+
+
+@app.command("line")
+def line_command(
+    orders_dir: Path = typer.Argument(  # noqa: B008 - typer's way
+        Path("automation/orders"), help="The folder of order folders."
+    ),
+    watch: bool = typer.Option(False, "--watch", help="Take new orders as they appear; no end."),
+    comfyui: list[str] = typer.Option(  # noqa: B008
+        [], "--comfyui", help="ComfyUI URL; repeat it for several servers."
+    ),
+    backends: Path | None = typer.Option(  # noqa: B008
+        None, "--backends", help="A backends.yaml naming the servers (see docs/SCALING.md)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Run on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+    max_orders: int | None = typer.Option(
+        None, help="Orders run at once, sharing the servers (default: 2)."
+    ),
+) -> None:
+    """Run every unfinished order of ORDERS_DIR by priority, then age, on every server.
+
+    Crash-safe: stop it any way (even kill -9) and start it again; it picks up where it was.
+    Exit status 1 when an order it ran did not complete.
+    """
+    import asyncio
+
+    from comfyline.line import Line
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui[0]} if len(comfyui) == 1 else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    if backends is not None:
+        overrides["backends_file"] = backends
+    if max_orders is not None:
+        overrides["line_max_orders"] = max_orders
+    settings = Settings(**overrides)
+    urls = tuple(comfyui) if len(comfyui) > 1 else ()
+    line = Line(orders_dir, settings, watch=watch, urls=urls, sim=sim)
+    resume = f"comfyline line {orders_dir}" + (" --watch" if watch else "")
+    with stop_signals(notify=lambda text: stderr.print(text, markup=False), resume=resume) as stop:
+        outcomes = asyncio.run(stop.target(line.run()))
+    if any(o.state != "completed" for o in outcomes):
+        raise typer.Exit(code=1)
+
+
+@app.command("sensor-agent")
+def sensor_agent_command(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (beyond loopback: a token)."),
+    port: int = typer.Option(9108, help="TCP port; 0 picks a free one (printed)."),
+    token: str | None = typer.Option(
+        None, help="Token clients must send (default: $COMFYLINE_SENSOR_TOKEN)."
+    ),
+    gpu_index: int | None = typer.Option(None, help="Which local GPU (default: 0)."),
+) -> None:
+    """Serve this machine's GPU readings (NVML / nvidia-smi) to a comfyline guard elsewhere."""
+    import asyncio
+
+    from comfyline.sensor_agent import check_listen, local_sensor, serve_agent
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"sensor_token": token} if token else {}
+    if gpu_index is not None:
+        overrides["gpu_index"] = gpu_index
+    settings = Settings(**overrides)
+    secret = settings.sensor_token.get_secret_value() if settings.sensor_token else None
+    check_listen(host, secret)  # refuse before touching the card
+    sensor = asyncio.run(local_sensor(settings.gpu_index))
+    if sensor.name == "none":
+        stderr.print(f"no local GPU reading ({sensor.last_error}); serving that answer")
+
+    def listening(url: str) -> None:
+        print(f"comfyline sensor agent listening on {url} (sensor: {sensor.name})", flush=True)
+
+    serve_agent(sensor, host=host, port=port, token=secret, on_listening=listening)

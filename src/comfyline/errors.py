@@ -15,6 +15,7 @@ they enter, with ``raise ... from exc``.
     │   ├── ComfyProtocolError   the server answered something we cannot read
     │   ├── ComfyTimeout         a call or a prompt ran past its deadline (a stuck prompt)
     │   ├── ModelNotFound        the checkpoint is not on the server
+    │   ├── NoFittingBackend     no server of the run has what the order needs (one reason each)
     │   ├── PromptRejected       POST /prompt refused the graph (400, or 200 with node_errors)
     │   ├── ExecutionFailed      the server ran the prompt and it failed (execution_error)
     │   │   └── OutOfMemory      ... because the GPU (or CPU) ran out of memory
@@ -128,6 +129,17 @@ class ModelNotFound(ComfyError):
             f"{kind} {name!r} is not on the ComfyUI server at {server} "
             f"(available: {listed}); put it in ComfyUI's models/{folder} folder "
             "or name one of those"
+        )
+
+
+class NoFittingBackend(ComfyError):
+    """No server of the run fits the order. ``reasons``: (server, why) for each one."""
+
+    def __init__(self, reasons: Sequence[tuple[str, str]]) -> None:
+        self.reasons = tuple(reasons)
+        lines = "\n".join(f"  - {name}: {why}" for name, why in self.reasons)
+        super().__init__(
+            f"none of the {len(self.reasons)} ComfyUI servers can make this order:\n{lines}"
         )
 
 

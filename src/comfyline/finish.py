@@ -63,6 +63,7 @@ def write_outputs(
         wall_seconds=run_seconds(events),
         output_dir=out,
         report_dir=out,
+        backend_events=[e for e in events if e.kind == RUN_START or e.kind.startswith("backend.")],
     )
     write_report(out / REPORT_FILE, report)
     title = f"{order.id}: {order.title}" if order.title else order.id

@@ -1174,6 +1174,73 @@ def read_activity(path: Path) -> Activity:
     )
 
 
+@dataclass(frozen=True)
+class BackendActivity:
+    """One server as a ledger knows it, for ``comfyline status``: its health as the latest run
+    saw it (``up``, ``lost``, ``stopped on heat``, ``left out``), the images it made for the
+    order, its server seconds per image and its card's latest temperature."""
+
+    name: str
+    health: str
+    images: int
+    seconds_per_image: float | None
+    temperature_c: float | None
+
+
+def read_backends(path: Path) -> tuple[BackendActivity, ...]:
+    """Each server of the order's latest run (and any that made its images), read without the
+    runner's lock."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+    try:
+        conn.execute("BEGIN")
+        start = conn.execute(
+            "SELECT id, detail FROM event WHERE kind = 'run.start' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        made = conn.execute(
+            "SELECT backend, sum(json_array_length(files)), sum(seconds) FROM slot "
+            "WHERE state = 'done' AND backend IS NOT NULL GROUP BY backend"
+        ).fetchall()
+        health = conn.execute(
+            "SELECT kind, detail FROM event WHERE kind LIKE 'backend.%' AND id > ? ORDER BY id",
+            (start[0] if start else 0,),
+        ).fetchall()
+        temps = conn.execute(
+            "SELECT note, temperature_c FROM reading WHERE id IN (SELECT max(id) FROM reading "
+            "WHERE temperature_c IS NOT NULL GROUP BY note)"
+        ).fetchall()
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+    finally:
+        conn.close()
+    listed = json.loads(start[1]).get("backends") or () if start else ()
+    names = [str(b.get("name")) for b in listed]
+    names += [row[0] for row in made if row[0] not in names]
+    states = {"backend.lost": "lost", "backend.back": "up", "backend.left_out": "left out"}
+    states["backend.stopped_on_heat"] = "stopped on heat"
+    last: dict[str, str] = {}
+    for kind, detail in health:
+        if kind in states:
+            last[str(json.loads(detail).get("backend"))] = states[kind]
+    images = {row[0]: (int(row[1] or 0), float(row[2] or 0.0)) for row in made}
+    temperature = dict(temps)
+    return tuple(
+        BackendActivity(
+            name=name,
+            health=last.get(name, "up"),
+            images=images.get(name, (0, 0.0))[0],
+            seconds_per_image=(
+                images[name][1] / images[name][0] if images.get(name, (0,))[0] else None
+            ),
+            temperature_c=temperature.get(name),
+        )
+        for name in names
+    )
+
+
 class LedgerReader:
     """A read-only view of a ledger, without the runner's lock (for the web dashboard, which
     watches an order while a runner writes it). Rows carry their ``id`` so a reader can ask

@@ -6,11 +6,13 @@ The run reads top to bottom:
    a second runner out);
 2. **plan** its slots (pure) and record them; an order whose slots are all done rebuilds a
    report that is not final and says there is nothing to do;
-3. **check** against the server before any GPU time (:mod:`comfyline.preflight`): the
-   checkpoint, the filled graph against ``/object_info``, sampler and scheduler;
-4. **reconcile** what a previous run left in flight: collect what the server finished while we
-   were down, cancel what it still holds for a dead client, resend what it never had;
-5. **schedule** the remaining slots onto the backend (:mod:`comfyline.scheduler`); each image is
+3. **check** against each server before any GPU time (:mod:`comfyline.fitting`): the
+   checkpoint, the filled graph against ``/object_info``, sampler and scheduler; a server that
+   lacks something the order needs is left out of it, and the run says so;
+4. **reconcile** what a previous run left in flight, each slot on the server it was sent to:
+   collect what the server finished while we were down, cancel what it still holds for a dead
+   client, resend what it never had;
+5. **schedule** the remaining slots onto the backends (:mod:`comfyline.scheduler`); each image is
    written once, parameters embedded, hashed from the bytes written, then marked done;
 6. **finish**: ``generation_report.json``, the contact sheet and the run chart.
 
@@ -30,11 +32,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from comfyline import __version__
-from comfyline.backends import SIMULATOR, Backend, open_backend
+from comfyline.backends import SIMULATOR, Backend
 from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
@@ -44,18 +47,21 @@ from comfyline.errors import (
     LedgerError,
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
+from comfyline.fitting import Admission, fit_backends
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.guard import OomRecovery
 from comfyline.images import TEMP_SUFFIX
 from comfyline.ledger import (
     Ledger,
     OrderState,
+    SlotState,
     ledger_path,
     read_status,
     slot_prompt_id,
 )
 from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
 from comfyline.outputs import SlotWriter
+from comfyline.pool import BackendPool, Claim, open_pool
 from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
@@ -63,7 +69,7 @@ from comfyline.recovery import reconcile
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
 from comfyline.runlog import AFTER_FREE as AFTER_FREE  # smoke.py reads it here
 from comfyline.runlog import RunLog
-from comfyline.scheduler import Scheduler
+from comfyline.scheduler import OomTarget, Scheduler
 from comfyline.schemas.order import Order
 from comfyline.settings import Settings
 
@@ -89,11 +95,13 @@ def output_dir(order: Order, settings: Settings) -> Path:
 
 def fingerprint(loaded: LoadedOrder) -> str:
     """A hash of what the order's images are (not of its formatting, comments, title or sale
-    data), and of the content of every file it uses (CSV, profiles, workflow): the ledger
-    refuses to resume an order whose images would differ from those it started."""
-    # What describes the images (sale data, quality thresholds) may change between runs.
-    what = loaded.order.model_dump_json(exclude={"title", "description", "sale", "qc"})
-    text = what + loaded.sources_sha256
+    data, nor of when it runs), and of the content of every file it uses (CSV, profiles,
+    workflow): the ledger refuses to resume an order whose images would differ from those it
+    started."""
+    # What describes the images (sale data, quality thresholds) and when and how urgently
+    # the line runs them (priority, schedule) may change between runs.
+    exclude = {"title", "description", "sale", "qc", "priority", "schedule"}
+    text = loaded.order.model_dump_json(exclude=exclude) + loaded.sources_sha256
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -106,15 +114,19 @@ async def generate(
     output: Path | None = None,
     console: Console | None = None,
     resume_hint: str | None = None,
+    urls: tuple[str, ...] = (),
+    pool: BackendPool | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> GenerationReport:
     """Run ``order`` to completion; its report (what ``generation_report.json`` holds).
 
     ``order`` is the path of a ``project.yaml`` (or its folder), or an order already loaded.
-    The server is ``settings.comfyui_url``; ``sim`` runs on the built-in simulator, and with
-    ``sim_if_unreachable`` (None: only when the URL is the default one) the simulator stands in
-    when nothing answers, and the run says so. ``output`` replaces the order's output folder.
+    The servers are ``urls``, else those the settings name
+    (:func:`comfyline.backends_config.backend_specs`); ``sim`` runs on the built-in simulator,
+    and with ``sim_if_unreachable`` (None: only when the URL is the default one) the simulator
+    stands in when nothing answers, and the run says so. ``pool``: servers already open, shared
+    with other orders (``comfyline line``). ``output`` replaces the order's output folder.
     Raises :class:`OrderError` for an invalid order, :class:`ComfyError` subclasses when the
     server cannot be used, :class:`GuardTripped` when the card did not cool; in every case the
     ledger holds what was done, and running the order again resumes it.
@@ -126,7 +138,7 @@ async def generate(
         out,
         settings,
         console or Console(stderr=True),
-        _Options(sim, sim_if_unreachable, resume_hint),
+        _Options(sim, sim_if_unreachable, resume_hint, urls, pool),
         clock,
         sleep,
     )
@@ -186,6 +198,8 @@ class _Options:
     sim: bool
     sim_if_unreachable: bool | None
     resume_hint: str | None
+    urls: tuple[str, ...] = ()
+    pool: BackendPool | None = None
 
 
 class _Run:
@@ -221,11 +235,12 @@ class _Run:
             with self._open_ledger(db):
                 return self._already_complete()
         async with contextlib.AsyncExitStack() as stack:
-            # The server first: one that does not answer is an error before anything is
-            # written (and a simulator that stands in says so before the run starts).
-            backend = await open_backend(
+            # The servers first: none answering is an error before anything is written (and
+            # a simulator that stands in says so before the run starts).
+            pool = self.options.pool or await open_pool(
                 self.settings,
                 stack,
+                urls=self.options.urls,
                 force_sim=self.options.sim,
                 sim_if_unreachable=self.options.sim_if_unreachable,
                 notify=self.notify,
@@ -236,7 +251,7 @@ class _Run:
                 if self.ledger.counts().done == self.ledger.counts().total:
                     return self._already_complete()
                 self.log.move_to(OrderState.QUEUED)
-                return await self._run_on(backend)
+                return await self._run_on(pool)
 
     @contextlib.contextmanager
     def _open_ledger(self, db: Path) -> Iterator[Ledger]:
@@ -271,38 +286,25 @@ class _Run:
 
     # -- 3: check ------------------------------------------------------------------------
 
-    async def _run_on(self, backend: Backend) -> GenerationReport:
-        self.backend = backend
-        self.ledger.record_event(
-            RUN_START,
-            detail={
-                "url": backend.url,
-                "simulated": backend.simulated,
-                "comfyui_version": backend.comfyui_version,
-                "device": backend.device,
-                "pid": os.getpid(),
-            },
-        )
+    async def _run_on(self, pool: BackendPool) -> GenerationReport:
+        self.pool = pool
+        up = pool.answering()
+        self.backend = up[0]
+        self.ledger.record_event(RUN_START, detail=_run_start(self.backend, pool))
         self.started = self.clock()
         first = self._request(self.plan.slots[0], "")
-        checked = await preflight(
-            backend.adapter, first, self.order.checkpoint or self.settings.checkpoint
-        )
-        self.checkpoint = checked.checkpoint
-        backend.start_guard(
-            self.settings,
-            self.order.quality,
-            on_event=self.log.guard_event,
-            clock=self.clock,
-            sleep=self.sleep,
-        )
+        fit = await fit_backends(up, first, self.order.checkpoint or self.settings.checkpoint)
+        admission = Admission(self.ledger, self.notify, first, fit)
+        self.checkpoint, self.backend = fit.checkpoint, fit.backends[0]
+        self.backends = [b for b in pool.backends if b in fit.backends or not pool.is_up(b)]
+        target = OomTarget(self.backend)
         self.oom = OomRecovery(
             self.order.params,
             self.order.quality,
             # A slot makes batch_size images; a smaller batch would silently drop some.
             min_batch=self.order.batch_size,
-            free_memory=backend.free_memory,
-            sensor=backend.sensor,
+            free_memory=target.free_memory,
+            sensor=target,
             clock=self.clock,
             sleep=self.sleep,
             on_event=self.log.guard_event,
@@ -310,9 +312,12 @@ class _Run:
         self.log.move_to(OrderState.RUNNING)
         counts = self.ledger.counts()
         self.throughput = Throughput(counts.total, counts.done, clock=self.clock)
+        claim = Claim(self.order.id, self.order.priority, self.order.quality, self.log.guard_event)
         scheduler = Scheduler(
             self.ledger,
-            [backend],
+            self.backends,
+            pool=pool,
+            claim=claim,
             make_request=lambda i, pid, params, attempt: self._request(
                 self.plan.slots[i], pid, params, attempt
             ),
@@ -323,12 +328,18 @@ class _Run:
             ),
             notify=self.notify,
             on_result=self._counted,
+            oom_target=target,
+            admit=admission.admit,
+            admitted=tuple(b.name for b in fit.backends),
         )
-        await self._reconcile(backend, scheduler)
-        for record in self.ledger.failed():
-            self.ledger.requeue(record.index, "retried by a new run")
-        scheduler.add([r.index for r in self.ledger.pending()])
-        return await self._schedule(scheduler)
+        try:
+            await self._reconcile(scheduler)
+            for record in self.ledger.failed():
+                self.ledger.requeue(record.index, "retried by a new run")
+            scheduler.add([r.index for r in self.ledger.iter_slots(SlotState.PLANNED)])
+            return await self._schedule(scheduler)
+        finally:
+            pool.forget(claim)
 
     def _request(
         self,
@@ -344,11 +355,11 @@ class _Run:
 
     # -- 4: reconcile --------------------------------------------------------------------
 
-    async def _reconcile(self, backend: Backend, scheduler: Scheduler) -> None:
+    async def _reconcile(self, scheduler: Scheduler) -> None:
         """Settle the slots a previous run left SUBMITTED (:mod:`comfyline.recovery`)."""
         await reconcile(
             self.ledger,
-            backend,
+            self.pool,
             scheduler,
             request=lambda i, pid, attempt: self._request(self.plan.slots[i], pid, attempt=attempt),
             finish=self._finish_slot,
@@ -367,7 +378,9 @@ class _Run:
         except BaseException as exc:  # Ctrl-C (CancelledError) included: save, then re-raise
             await self._stop(exc, scheduler)
             raise
-        await self.log.release_memory(self.backend.adapter)
+        for backend in self.backends:
+            if self.pool.is_up(backend):
+                await self.log.release_memory(backend.adapter)
         return self._finalize(self.log.end_state())
 
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
@@ -400,13 +413,15 @@ class _Run:
         backend = getattr(self, "backend", None)
         if self.options.sim or (backend is not None and backend.name == SIMULATOR):
             return command + " --sim"
-        if backend is not None:
-            return command + f" --comfyui {backend.url}"
+        if hasattr(self, "pool"):
+            return command + "".join(f" --comfyui {b.url}" for b in self.pool.backends)
         return command
 
     def _banner(self, waiting: int) -> str:
         p = self.order.params
         where = "the built-in simulator" if self.backend.simulated else self.backend.url
+        if len(self.backends) > 1:
+            where = f"{len(self.backends)} servers: " + ", ".join(b.name for b in self.backends)
         return (
             f"order {self.order.id!r}: {waiting} of {len(self.plan)} prompts to make, "
             f"{self.order.quality} {p.width}x{p.height}, {p.steps} steps, on {where}"
@@ -439,6 +454,19 @@ class _Run:
             f"{counts.failed} failed; report: {self.out / REPORT_FILE}"
         )
         return report
+
+
+def _run_start(first: Backend, pool: BackendPool) -> dict[str, Any]:
+    """What ``run.start`` records: the first server (as one-server runs always did), every
+    server, and our pid."""
+    return {
+        "url": first.url,
+        "simulated": first.simulated,
+        "comfyui_version": first.comfyui_version,
+        "device": first.device,
+        "backends": [b.describe() for b in pool.backends],
+        "pid": os.getpid(),
+    }
 
 
 def _remove_temp_files(folder: Path) -> None:

@@ -1,9 +1,12 @@
 """Recovery: what a run does with the slots a previous run left in flight.
 
 A run that died (``kill -9``, a power cut) or lost its server leaves slots ``SUBMITTED`` in the
-ledger. Their prompt ids are deterministic, so the server can be asked about each: finished
--> collected from its history; still queued or running for the dead client -> cancelled and
-made again; unknown (never posted, or lost by a restart) -> posted again under the same id.
+ledger. Their prompt ids are deterministic, so the server each was sent to (the ledger records
+it per attempt) can be asked about it: finished -> collected from its history; still queued or
+running for the dead client -> cancelled and made again; unknown (never posted, or lost by a
+restart) -> posted again to it under the same id. A slot whose server is lost now, or no longer
+configured, is handed to the scheduler: that server is asked when it answers again, and the
+slot is made elsewhere when nothing else is left.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from comfyline.backends import Backend
 from comfyline.errors import ComfyError
 from comfyline.generation import GenerationRequest
 from comfyline.ledger import Ledger
+from comfyline.pool import BackendPool
 from comfyline.scheduler import Finish, Notify, Scheduler
 
 __all__ = ["reconcile"]
@@ -21,16 +25,21 @@ __all__ = ["reconcile"]
 
 async def reconcile(
     ledger: Ledger,
-    backend: Backend,
+    pool: BackendPool,
     scheduler: Scheduler,
     *,
     request: Callable[[int, str, int], GenerationRequest],
     finish: Finish,
     notify: Notify,
 ) -> None:
-    """Settle the slots a previous run left SUBMITTED (it died, or the server restarted)."""
-    comfy = backend.adapter
+    """Settle the slots a previous run left SUBMITTED (it died, or the server restarted),
+    each on the server it was sent to."""
     for record in ledger.submitted():
+        backend = _server_of(pool, record.backend)
+        if backend is None or not pool.is_up(backend):
+            scheduler.hand_back(record.index)
+            continue
+        comfy = backend.adapter
         prompt_id = record.prompt_id or ""
         state = await comfy.prompt_state(prompt_id) if prompt_id else "unknown"
         if state == "done":
@@ -55,6 +64,14 @@ async def reconcile(
                 prompt_id=prompt_id,
                 detail={"reason": "previous run left it unknown on the server"},
             )
-            scheduler.resend(record.index)
+            scheduler.resend(record.index, backend)
             continue
         ledger.requeue(record.index, f"previous run left it {state} on the server")
+
+
+def _server_of(pool: BackendPool, name: str | None) -> Backend | None:
+    """The server a slot was sent to; with one server, that one (a ledger from before servers
+    were named, or a server that moved to another port)."""
+    if len(pool.backends) == 1:
+        return pool.backends[0]
+    return pool.by_name(name)

@@ -2,7 +2,8 @@
 
 Precedence, highest first:
 1. command-line options (the CLI passes them as keyword arguments);
-2. environment variables ``COMFYLINE_<FIELD>`` (and ``COMFYUI_URL`` for the server's URL);
+2. environment variables ``COMFYLINE_<FIELD>`` (and ``COMFYUI_URL`` for the server's URL,
+   ``COMFYUI_URLS`` for several, comma-separated);
 3. the defaults below.
 No other module reads the environment.
 """
@@ -10,10 +11,10 @@ No other module reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SensorName = Literal["auto", "nvml", "nvidia-smi", "comfyui", "sim", "none"]
 
@@ -27,6 +28,35 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8188",
         validation_alias=AliasChoices("COMFYLINE_COMFYUI_URL", "COMFYUI_URL", "comfyui_url"),
         description="Base URL of the ComfyUI server.",
+    )
+    comfyui_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        validation_alias=AliasChoices("COMFYLINE_COMFYUI_URLS", "COMFYUI_URLS", "comfyui_urls"),
+        description="Several ComfyUI servers, comma-separated; used instead of comfyui_url.",
+    )
+    backends_file: Path | None = Field(
+        default=None,
+        description="A backends.yaml naming the servers (name, url, sensor, max_in_flight, tags).",
+    )
+    probe_interval_s: float = Field(
+        default=5.0, gt=0, description="How often a lost server is asked whether it is back."
+    )
+    sensor_token: SecretStr | None = Field(
+        default=None,
+        description="Token of `comfyline sensor-agent`: required by it when it listens beyond "
+        "this machine, sent to it by backends whose sensor is an agent's URL.",
+    )
+    notify_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        repr=False,  # Apprise URLs carry bot tokens and passwords
+        description="Apprise URLs (comma- or space-separated) told when an order completes, "
+        "fails, stops on heat, or a server is lost; none by default.",
+    )
+    line_poll_s: float = Field(
+        default=5.0, gt=0, description="How often `comfyline line --watch` looks for new orders."
+    )
+    line_max_orders: int = Field(
+        default=2, ge=1, le=64, description="Orders the line runs at once (they share servers)."
     )
     checkpoint: str | None = Field(
         default=None, description="Checkpoint file name; None: the only one on the server."
@@ -85,3 +115,11 @@ class Settings(BaseSettings):
         description="The web dashboard's access token when it listens beyond loopback; "
         "None: `comfyline serve` makes one at start and prints it.",
     )
+
+    @field_validator("comfyui_urls", "notify_urls", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        # From the environment: "http://a:8188,http://b:8188" (commas or spaces).
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value

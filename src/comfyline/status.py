@@ -19,9 +19,11 @@ from typing import Any
 from comfyline.errors import ComfylineError, OrderError, Problem
 from comfyline.ledger import (
     Activity,
+    BackendActivity,
     OrderState,
     ledger_path,
     read_activity,
+    read_backends,
     read_status,
 )
 from comfyline.orders import find_orders, load, plan
@@ -62,6 +64,8 @@ class OrderRow:
     """The command that resumes an unfinished order that no runner holds."""
     problem: str | None = None
     """Why an invalid order is invalid (its first problem)."""
+    backends: tuple[BackendActivity, ...] = ()
+    """Each server of its latest run: health, images made, s/image, temperature."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +118,7 @@ def order_row(file: Path, settings: Settings, *, now: float | None = None) -> Or
         elapsed_s=_elapsed(activity, status.running, time.time() if now is None else now),
         runner_pid=status.runner_pid,
         resume=resume,
+        backends=read_backends(db),
     )
 
 

@@ -16,13 +16,18 @@ How a prompt travels:
    (each with a total deadline and a size cap) and checked: they decode, have the size the graph
    makes, and are exactly as many as the batch.
 
-A prompt's deadline starts when it starts executing (``execution_start``), never while it waits
-behind someone else's work. While it waits, the queue is looked at on every ``status`` message
-and every ``queue_check_s``: a prompt of ours that left the queue without running was deleted
-(:class:`PromptDeleted`). When the socket drops, the listener reconnects (backoff bounded by
-``reconnect_timeout_s``) and reconciles every prompt in flight from ``/queue`` and ``/history``:
-still queued -> keep waiting; in history -> settled from there; in neither (the server restarted
-and lost it) -> posted again under the same prompt_id.
+A prompt's deadline (the watchdog) starts when it starts executing (``execution_start``), never
+while it waits behind someone else's work, and starts again with every sign of progress
+(``executing``, ``progress``, ``progress_state``, ``executed``): a prompt of ours that shows none
+for the budget (``first_prompt_timeout_s``, later ``prompt_timeout_factor`` times the slowest
+prompt so far, at least ``min_prompt_timeout_s``) is interrupted - ``/interrupt`` names its
+prompt_id, so another client's prompt is never touched - and fails with :class:`ComfyTimeout`.
+While it waits, the queue is looked at on every ``status`` message and every ``queue_check_s``:
+a prompt of ours that left the queue without running was deleted (:class:`PromptDeleted`).
+When the socket drops, the listener reconnects (backoff bounded by ``reconnect_timeout_s``)
+and reconciles every prompt in flight from ``/queue`` and ``/history``: still queued -> keep
+waiting; in history -> settled from there; in neither (the server restarted and lost it) ->
+posted again under the same prompt_id.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -211,15 +216,26 @@ class ComfyUIAdapter:
         server accepts a moment later), then each unsettled prompt is deleted and interrupted.
         Bounded by :data:`CANCEL_TIMEOUT_S` per step.
         """
-        if self._runner.posting:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(CANCEL_TIMEOUT_S, self.endpoint.http_timeout_s)):
-                    await asyncio.gather(*list(self._runner.posting), return_exceptions=True)
+        await self._posts_landed()
         ids = [p.prompt_id for p in self._book.inflight.values() if p.posted]
         for prompt_id in ids:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 await self.cancel(prompt_id)
         return ids
+
+    async def cancel_prompts(self, prompt_ids: Iterable[str]) -> None:
+        """Take these prompts of ours off the server, as :meth:`cancel_all` does for all (one
+        adapter may serve several orders: each stops only its own)."""
+        await self._posts_landed()
+        for prompt_id in prompt_ids:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await self.cancel(prompt_id)
+
+    async def _posts_landed(self) -> None:
+        if self._runner.posting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(CANCEL_TIMEOUT_S, self.endpoint.http_timeout_s)):
+                    await asyncio.gather(*list(self._runner.posting), return_exceptions=True)
 
     async def prompt_state(self, prompt_id: str) -> PromptState:
         """Where ``prompt_id`` stands on the server (queue first: history answers ``{}`` for

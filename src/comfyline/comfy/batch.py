@@ -242,8 +242,8 @@ class BatchRunner:
                 async with asyncio.timeout(CANCEL_TIMEOUT_S):
                     await self._cancel(prompt.prompt_id)
             raise ComfyTimeout(
-                f"prompt {prompt.prompt_id} ran for more than {budget:.1f} s on {self.url} "
-                "without finishing (stuck?); it was interrupted on the server",
+                f"prompt {prompt.prompt_id} showed no progress for more than {budget:.1f} s "
+                f"while it ran on {self.url} (stuck?); it was interrupted on the server",
                 prompt_id=prompt.prompt_id,
             ) from None
         finally:

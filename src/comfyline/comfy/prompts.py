@@ -41,6 +41,11 @@ __all__ = ["Prompt", "PromptBook"]
 
 T = TypeVar("T")
 
+_PROGRESS = frozenset(
+    {MessageType.EXECUTING, MessageType.PROGRESS, MessageType.PROGRESS_STATE, MessageType.EXECUTED}
+)
+"""Messages that show a running prompt of ours moving: each restarts its deadline."""
+
 
 @dataclass(eq=False)
 class Prompt:
@@ -133,6 +138,8 @@ class PromptBook:
         async with self._listener_lock:
             if self._tasks and not self._tasks[0].done():
                 return
+            for task in self._tasks:  # a listener that gave up: its queue watcher goes too
+                task.cancel()
             self._ws = await self.client.connect_ws()
             self._tasks = [
                 asyncio.create_task(self._listen(), name="comfyline-ws-listener"),
@@ -174,6 +181,8 @@ class PromptBook:
         if prompt is None or prompt.future.done():
             return  # someone else's prompt, or a broadcast
         data, kind = message.data, message.type
+        if kind in _PROGRESS and prompt.started and not message.is_prompt_end:
+            self.arm(prompt)  # the watchdog: stuck means no progress, not merely slow
         if kind == MessageType.EXECUTION_START:
             prompt.started = True
             _stamp(prompt, "start", data)

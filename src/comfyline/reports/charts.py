@@ -2,8 +2,10 @@
 
 Rendered with matplotlib's object API on the Agg canvas (no pyplot, no display, no global state).
 Temperature comes from the report's readings; images per minute from the images' finish times, as
-a rate over a sliding window. With no temperature data the chart shows images per minute only and
-says so. The PNG carries no timestamp, so the same report gives the same bytes.
+a rate over a sliding window. With several servers, each card's temperature is its own line and
+each server's images per minute a dashed line beside the total. With no temperature data the
+chart shows images per minute only and says so. The PNG carries no timestamp, so the same
+report gives the same bytes.
 """
 
 from __future__ import annotations
@@ -56,12 +58,16 @@ def render_chart(report: GenerationReport, *, target_c: float | None = None) -> 
     rates = rolling_rate(times)
     if times:
         rate_axis.plot(times, rates, color="tab:blue", label="images per minute")
+    servers = sorted({img.backend for img in report.images if img.backend})
+    if len(servers) > 1:
+        for name in servers:
+            mine = sorted(
+                _minutes(img.finished_at, start) for img in report.images if img.backend == name
+            )
+            rate_axis.plot(mine, rolling_rate(mine), linestyle="--", linewidth=0.8, label=name)
+        rate_axis.legend(loc="upper left", fontsize="small")
     rate_axis.set_ylim(0, max(rates, default=1.0) * 1.25)  # headroom for the notes
-    temps = [
-        (_minutes(r.time, start), r.temperature_c)
-        for r in report.readings
-        if r.temperature_c is not None
-    ]
+    temps = _temperatures(report, start)
     if temps:
         _plot_temperature(rate_axis, temps, target_c)
     else:
@@ -86,12 +92,29 @@ def rolling_rate(minutes: Sequence[float], window_s: float = RATE_WINDOW_S) -> l
     return rates
 
 
-def _plot_temperature(
-    rate_axis: Axes, temps: list[tuple[float, float]], target_c: float | None
-) -> None:
+Series = dict[str, list[tuple[float, float]]]
+
+
+def _temperatures(report: GenerationReport, start: datetime) -> Series:
+    """Temperature series by card: one per server when readings name several, else one."""
+    names = {b.name for b in report.backends}
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in report.readings:
+        if r.temperature_c is not None:
+            key = r.note if len(names) > 1 and r.note in names else ""
+            series.setdefault(key, []).append((_minutes(r.time, start), r.temperature_c))
+    return series
+
+
+def _plot_temperature(rate_axis: Axes, series: Series, target_c: float | None) -> None:
     temp_axis = rate_axis.twinx()
     temp_axis.set_ylabel("GPU temperature (°C)", color="tab:red")
-    temp_axis.plot([t for t, _ in temps], [c for _, c in temps], color="tab:red")
+    reds = ("tab:red", "tab:orange", "tab:brown", "tab:pink", "tab:purple")
+    for i, (name, temps) in enumerate(sorted(series.items())):
+        color = reds[i % len(reds)]
+        temp_axis.plot([t for t, _ in temps], [c for _, c in temps], color=color, label=name)
+    if len(series) > 1:
+        temp_axis.legend(loc="upper right", fontsize="small", title="°C")
     if target_c is not None:
         temp_axis.axhline(target_c, color="tab:red", linestyle="--", linewidth=0.8)
 

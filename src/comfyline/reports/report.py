@@ -55,6 +55,30 @@ class ReportBackend(_Model):
     device: str | None = Field(default=None, description="the first device of /system_stats")
 
 
+class ReportBackendUse(_Model):
+    """One server of the order's runs: what it is, what it made, how hot, how healthy."""
+
+    name: str = Field(description="its name in the run (its URL unless backends.yaml names it)")
+    url: str
+    simulated: bool
+    comfyui_version: str | None
+    device: str | None
+    tags: list[str] = Field(default_factory=list)
+    images: int = Field(description="images of this order it made")
+    seconds_per_image: float | None = Field(description="its server time per image")
+    wall_seconds_per_image: float | None = Field(
+        description="our clock per image, POST to checked result (queueing included)"
+    )
+    max_temperature_c: float | None
+    last_temperature_c: float | None
+    lost: int = Field(description="times it was lost during a run (its slots moved on)")
+    stopped_on_heat: int = Field(description="times its guard stopped it (card too hot)")
+    collected: int = Field(description="slots collected from its history after it came back")
+    left_out: str | None = Field(
+        description="why the last run left it out of this order (pre-flight), if it did"
+    )
+
+
 class ReportImage(_Model):
     """One image written. A slot with a batch of n gives n entries with the same ``index``."""
 
@@ -161,6 +185,9 @@ class GenerationReport(_Model):
     comfyline_version: str
     order: ReportOrder
     backend: ReportBackend
+    backends: list[ReportBackendUse] = Field(
+        default_factory=list, description="every server of the order's runs"
+    )
     level: str = Field(description="the quality level the order asked for")
     parameters: dict[str, Any] = Field(description="the effective generation parameters")
     sale: dict[str, Any] | None = Field(description="the order's sale metadata, as written")
@@ -187,11 +214,13 @@ def build_report(
     output_dir: Path,
     report_dir: Path,
     now: datetime | None = None,
+    backend_events: Sequence[LedgerEvent] = (),
 ) -> GenerationReport:
     """Assemble the report from the ledger's slots, events and readings.
 
     Slot files are relative to ``output_dir`` (as the ledger holds them); the report names them
     relative to ``report_dir``. ``requested`` is the number of images the order asked for.
+    ``backend_events`` are the ``run.start`` and ``backend.*`` events, for ``backends``.
     """
     start = _start_time(slots, events, readings)
     times = [r.at for r in readings]
@@ -208,6 +237,7 @@ def build_report(
         comfyline_version=comfyline_version,
         order=order,
         backend=backend,
+        backends=_backends(backend, slots, readings, backend_events),
         level=level,
         parameters=parameters,
         sale=sale,
@@ -315,6 +345,64 @@ def _totals(
         generation_seconds=generation,
         mean_seconds_per_image=generation / succeeded if succeeded else None,
         images_per_minute=succeeded / wall_seconds * 60 if wall_seconds > 0 else None,
+    )
+
+
+def _backends(
+    first: ReportBackend,
+    slots: Sequence[SlotRecord],
+    readings: Sequence[Reading],
+    events: Sequence[LedgerEvent],
+) -> list[ReportBackendUse]:
+    """Each server the runs knew (``run.start`` lists them; older ledgers: the slots' and the
+    first backend), with what it made, its temperatures and its health events."""
+    known: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.kind == "run.start":
+            for entry in event.detail.get("backends") or ():
+                known[str(entry.get("name"))] = dict(entry)
+    for name in dict.fromkeys(s.backend for s in slots if s.backend):
+        known.setdefault(name, {"name": name, "url": name if "://" in name else first.url})
+    if not known and first.url:
+        known[first.url] = {"name": first.url, **first.model_dump()}
+    last_start = max((i for i, e in enumerate(events) if e.kind == "run.start"), default=-1)
+    return [
+        _backend_use(name, entry, slots, readings, events, last_start)
+        for name, entry in known.items()
+    ]
+
+
+def _backend_use(
+    name: str,
+    entry: dict[str, Any],
+    slots: Sequence[SlotRecord],
+    readings: Sequence[Reading],
+    events: Sequence[LedgerEvent],
+    last_start: int,
+) -> ReportBackendUse:
+    done = [s for s in slots if s.state is SlotState.DONE and s.backend == name]
+    images = sum(len(s.files) for s in done)
+    temps = [r.temperature_c for r in readings if r.note == name and r.temperature_c is not None]
+    mine = [e for e in events if e.detail.get("backend") == name]
+    left_out = [e for e in events[last_start + 1 :] if e.kind == "backend.left_out"]
+    left_out = [e for e in left_out if e.detail.get("backend") == name]
+    walls = [s.wall_seconds for s in done if s.wall_seconds is not None]
+    return ReportBackendUse(
+        name=name,
+        url=str(entry.get("url") or name),
+        simulated=bool(entry.get("simulated", False)),
+        comfyui_version=entry.get("comfyui_version"),
+        device=entry.get("device"),
+        tags=[str(t) for t in entry.get("tags") or ()],
+        images=images,
+        seconds_per_image=sum(s.seconds or 0.0 for s in done) / images if images else None,
+        wall_seconds_per_image=sum(walls) / images if images and walls else None,
+        max_temperature_c=max(temps) if temps else None,
+        last_temperature_c=temps[-1] if temps else None,
+        lost=sum(1 for e in mine if e.kind == "backend.lost"),
+        stopped_on_heat=sum(1 for e in mine if e.kind == "backend.stopped_on_heat"),
+        collected=sum(1 for e in mine if e.kind == "backend.collected"),
+        left_out=str(left_out[-1].detail.get("reason")) if left_out else None,
     )
 
 

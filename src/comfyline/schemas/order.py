@@ -281,6 +281,50 @@ class SaleInfo(_Model):
     )
 
 
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _clock_time(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 22:00 as a base-60 number (1320): say what to write.
+        hours, minutes = divmod(value, 60)
+        raise ValueError(
+            f'write the time in quotes, e.g. "{hours:02d}:{minutes:02d}" (YAML reads an '
+            f"unquoted time as the number {value})"
+        )
+    if not isinstance(value, str) or not _CLOCK_RE.fullmatch(value):
+        raise ValueError(f'must be a time of day "HH:MM" (00:00 to 23:59), got {value!r}')
+    return value
+
+
+ClockTime = Annotated[str, PlainValidator(_clock_time)]
+
+
+class Schedule(_Model):
+    """When ``comfyline line`` may send the order's prompts, in local time of day: from
+    ``after`` to ``before``; a window may span midnight (``after: "22:00"``,
+    ``before: "07:00"``)."""
+
+    after: ClockTime | None = Field(default=None, description="Not before this time (HH:MM).")
+    before: ClockTime | None = Field(default=None, description="Not from this time on (HH:MM).")
+
+    @model_validator(mode="after")
+    def _window(self) -> Schedule:
+        if self.after is None and self.before is None:
+            raise ValueError('give after, before or both, e.g. {after: "22:00", before: "07:00"}')
+        if self.after is not None and self.after == self.before:
+            raise ValueError(f"after and before are both {self.after!r}: the window is empty")
+        return self
+
+    def allows(self, hour: int, minute: int) -> bool:
+        """Whether the time of day ``hour:minute`` is inside the window."""
+        now = f"{hour:02d}:{minute:02d}"
+        after, before = self.after or "00:00", self.before or "24:00"
+        if after < before:
+            return after <= now < before
+        return now >= after or now < before  # it spans midnight
+
+
 class NodeNames(_Model):
     """Which node plays a role, by title or id, where a custom workflow is ambiguous."""
 
@@ -367,6 +411,15 @@ class OrderBase(_Model):
     nodes: NodeNames = Field(default_factory=NodeNames, description="Nodes named per role.")
     inputs: dict[Annotated[str, Field(max_length=300)], InputValue] = Field(
         default_factory=dict, description='Explicit graph inputs: {"Node title.input": value}.'
+    )
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="comfyline line: higher runs first; equal priorities share the servers.",
+    )
+    schedule: Schedule | None = Field(
+        default=None, description="comfyline line: the time of day its prompts may be sent."
     )
 
     @property
@@ -714,6 +767,7 @@ __all__ = [
     "Profile",
     "PromptEntry",
     "SaleInfo",
+    "Schedule",
     "SeedPolicy",
     "SingleOrder",
     "VariationsOrder",

@@ -35,6 +35,8 @@ class Faults:
     drop_ws_after_prompts: int | None = None
     #: These prompts (by execution count) never finish until /interrupt or shutdown.
     stuck_on_prompts: tuple[int, ...] = ()
+    #: Every prompt whose sampler seed is in this list hangs the same way (each time it runs).
+    stuck_on_seeds: tuple[int, ...] = ()
     #: These prompts' SaveImage writes bytes that do not decode (a PNG signature, then junk),
     #: as a failing disk or a broken custom node would.
     corrupt_image_on_prompts: tuple[int, ...] = ()

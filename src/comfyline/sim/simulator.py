@@ -684,7 +684,9 @@ class Simulator:
         """Raise the failure faults ask for; True when this prompt is to hang (stuck)."""
         faults = self.faults
         execution = run.record.execution
-        if execution in faults.stuck_on_prompts:
+        if execution in faults.stuck_on_prompts or (
+            work.seed is not None and work.seed in faults.stuck_on_seeds
+        ):
             return True
         if execution in faults.error_on_prompts or (
             work.seed is not None and work.seed in faults.error_on_seeds
