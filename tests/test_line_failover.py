@@ -13,7 +13,9 @@ from comfyline.errors import NoFittingBackend
 from comfyline.ledger import Ledger, ledger_path, read_backends
 from comfyline.orders import load
 from comfyline.pipeline import fingerprint
+from comfyline.reports.charts import render_chart
 from comfyline.sim import Faults, running_simulator
+from comfyline.status import order_rows
 from line_support import BackgroundRun, TcpProxy, foreign_prompt, interrupt, ledger_events
 from test_pipeline_support import (
     check_finished,
@@ -54,6 +56,15 @@ def test_one_order_runs_on_two_servers_each_image_once(tmp_path: Path) -> None:
     assert all(u.seconds_per_image is not None and u.lost == 0 for u in uses.values())
     assert {i.backend for i in report.images} == {a.url, b.url}
     assert report.backend.url in (a.url, b.url)  # kept for readers of one server
+    # The chart: a temperature line per card, an images-per-minute line per server and one
+    # for the total.
+    rate_axis, temp_axis = render_chart(report).axes
+    assert sorted(line.get_label() for line in temp_axis.get_lines()) == sorted([a.url, b.url])
+    assert len(rate_axis.get_lines()) == 3
+    # Status: each server, its images and its seconds per image.
+    (row,) = order_rows([order_file], settings)[0]
+    assert {x.name: x.images for x in row.backends} == {a.url: made[0], b.url: made[1]}
+    assert all(x.health == "up" and x.seconds_per_image for x in row.backends)
 
 
 def test_a_server_without_the_checkpoint_is_left_out_and_the_run_says_so(tmp_path: Path) -> None:

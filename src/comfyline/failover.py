@@ -98,9 +98,10 @@ class Failover:
         detail = {"backend": backend.name, "reason": str(exc), "slots": sorted(slots)}
         self.ledger.record_event(f"backend.{kind}", detail=detail)
         what = "lost" if kind == "lost" else "stopped on heat"
+        again = f"; it is asked again every {self.pool.settings.probe_interval_s:g} s"
         self._notify(
-            f"server {backend.name} {what} ({exc}); {len(slots)} slot(s) it held go back to "
-            "the queue"
+            f"server {backend.name} {what}: {exc}\n{len(slots)} slot(s) it held go back to the "
+            "queue" + (again if kind == "lost" else "")
         )
         self._changed.set()
         if any(b.name not in self.out and self.pool.is_up(b) for b in self.backends):

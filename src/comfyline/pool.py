@@ -80,7 +80,7 @@ async def open_pool(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> BackendPool:
     """The servers :func:`~comfyline.backends.open_backends` opens, in a pool closed with
-    ``stack``; a server lost or back is said through ``notify``."""
+    ``stack``; a server that comes back is said through ``notify``."""
     backends = await open_backends(
         settings,
         stack,
@@ -93,7 +93,8 @@ async def open_pool(
     )
 
     def health(backend: Backend, up: bool, why: str) -> None:
-        notify(f"server {backend.name} " + ("is back" if up else f"lost: {why}"))
+        if up:  # (a loss is said by each order it hits, with the slots it hands back)
+            notify(f"server {backend.name} is back")
 
     pool = BackendPool(backends, settings, on_health=health, clock=clock, sleep=sleep)
     stack.push_async_callback(pool.aclose)

@@ -27,6 +27,8 @@ CHART_FILE = "run_chart.png"
 RATE_WINDOW_S = 60.0
 """Images per minute at time t counts the images finished in the window (t - 60 s, t]."""
 NO_TEMPERATURE_NOTE = "no temperature sensor: images per minute only"
+MAX_SERIES = 8
+"""Servers drawn one line each; with more, the totals only (and the hottest card)."""
 
 
 def write_chart(report: GenerationReport, path: Path, *, target_c: float | None = None) -> Path:
@@ -59,7 +61,7 @@ def render_chart(report: GenerationReport, *, target_c: float | None = None) -> 
     if times:
         rate_axis.plot(times, rates, color="tab:blue", label="images per minute")
     servers = sorted({img.backend for img in report.images if img.backend})
-    if len(servers) > 1:
+    if 1 < len(servers) <= MAX_SERIES:
         for name in servers:
             mine = sorted(
                 _minutes(img.finished_at, start) for img in report.images if img.backend == name
@@ -96,12 +98,14 @@ Series = dict[str, list[tuple[float, float]]]
 
 
 def _temperatures(report: GenerationReport, start: datetime) -> Series:
-    """Temperature series by card: one per server when readings name several, else one."""
+    """Temperature series by card: one per server when readings name a few; with one server,
+    or more than :data:`MAX_SERIES`, all readings in one series (``""``, or ``"cards"``)."""
     names = {b.name for b in report.backends}
+    many = len(names) > MAX_SERIES
     series: dict[str, list[tuple[float, float]]] = {}
     for r in report.readings:
         if r.temperature_c is not None:
-            key = r.note if len(names) > 1 and r.note in names else ""
+            key = "cards" if many else r.note if len(names) > 1 and r.note in names else ""
             series.setdefault(key, []).append((_minutes(r.time, start), r.temperature_c))
     return series
 
@@ -111,8 +115,17 @@ def _plot_temperature(rate_axis: Axes, series: Series, target_c: float | None) -
     temp_axis.set_ylabel("GPU temperature (°C)", color="tab:red")
     reds = ("tab:red", "tab:orange", "tab:brown", "tab:pink", "tab:purple")
     for i, (name, temps) in enumerate(sorted(series.items())):
-        color = reds[i % len(reds)]
-        temp_axis.plot([t for t, _ in temps], [c for _, c in temps], color=color, label=name)
+        # Many cards' readings interleave: dots, not a line zigzagging between cards.
+        dots = name == "cards"
+        temp_axis.plot(
+            [t for t, _ in temps],
+            [c for _, c in temps],
+            color=reds[i % len(reds)],
+            label=name,
+            linestyle="none" if dots else "-",
+            marker="." if dots else "",
+            markersize=2,
+        )
     if len(series) > 1:
         temp_axis.legend(loc="upper right", fontsize="small", title="°C")
     if target_c is not None:
