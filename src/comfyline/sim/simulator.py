@@ -799,16 +799,15 @@ class Simulator:
 
 def _refuse_outside(output_dir: Path, folder: Path) -> None:
     """SaveImage refuses a filename_prefix that leads out of its output folder (``../..``, an
-    absolute path), as ComfyUI's ``folder_paths.get_save_image_path`` does: the node fails."""
+    absolute path): the node fails with an ``Exception`` execution_error, as a real server's
+    does (observed over its API; the wording here is our own)."""
     root = os.path.abspath(output_dir)
     full = os.path.abspath(folder)
     common = os.path.commonpath((root, full))
     if common != root:
         raise nodes.NodeFailure(
             "Exception",
-            "**** ERROR: Saving image outside the output folder is not allowed."
-            f"\n full_output_folder: {full}\n         output_dir: {root}"
-            f"\n         commonpath: {common}\n",
+            f"SaveImage may not write outside the output folder {root} (asked for {full})",
         )
 
 
