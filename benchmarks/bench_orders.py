@@ -76,8 +76,8 @@ def run_order(folder: Path, url: str, count: int) -> tuple[float, float, float, 
     if proc.returncode:
         raise SystemExit(f"run-order failed ({proc.returncode}):\n{stderr[-2000:]}")
     peak_kib = usage.ru_maxrss
-    order = load(order_dir / "project.yaml").order
-    with Ledger.open(ledger_path(out / "bench"), order.id, fingerprint(order)) as ledger:
+    loaded = load(order_dir / "project.yaml")
+    with Ledger.open(ledger_path(out / "bench"), loaded.order.id, fingerprint(loaded)) as ledger:
         done = sorted(e.at for e in ledger.events("done"))
     sampler.join()
     # RSS while images were being made (up to the last image) vs. the peak, which includes

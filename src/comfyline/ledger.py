@@ -1134,10 +1134,7 @@ class Activity:
 
 def read_activity(path: Path) -> Activity:
     """Read a ledger's :class:`Activity` without the runner's lock (cheap on big orders)."""
-    try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+    conn = _read_only(path)
     try:
         conn.execute("BEGIN")
         marks = conn.execute(
@@ -1190,10 +1187,7 @@ class BackendActivity:
 def read_backends(path: Path) -> tuple[BackendActivity, ...]:
     """Each server of the order's latest run (and any that made its images), read without the
     runner's lock."""
-    try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+    conn = _read_only(path)
     try:
         conn.execute("BEGIN")
         start = conn.execute(

@@ -215,6 +215,8 @@ def _write_order(folder: Path, options: SmokeOptions, first_seed: int) -> Path:
         "negative": NEGATIVE,
         "prompts": [{"prompt": PROMPT, "seed": first_seed + i} for i in range(options.count)],
         "output": {"naming": "smoke_{number:02d}"},
+        # One prompt on purpose: its images look alike, so near-duplicates say nothing here.
+        "qc": {"duplicate_distance": None},
     }
     if options.checkpoint:
         order["checkpoint"] = options.checkpoint
