@@ -16,7 +16,6 @@ import socket
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from comfyline.ledger import ledger_path
 from comfyline.presets import params_for
 from comfyline.reports.report import GenerationReport
 from comfyline.settings import Settings
+from comfyline.sim import Simulator
 from test_pipeline_support import output_folder
 
 
@@ -174,5 +174,7 @@ def interrupt(url: str, prompt_id: str) -> None:
     httpx.post(f"{url}/interrupt", json={"prompt_id": prompt_id}, timeout=10).raise_for_status()
 
 
-def count_where(items: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> int:
-    return sum(1 for item in items if test(item))
+def running_execution(sim: Simulator) -> int | None:
+    """Which execution (1-based) a simulator is running now; None when idle (use it through
+    ``SimulatorHandle.call``)."""
+    return sim.running.record.execution if sim.running is not None else None

@@ -16,7 +16,14 @@ from comfyline.pipeline import fingerprint
 from comfyline.reports.charts import render_chart
 from comfyline.sim import Faults, running_simulator
 from comfyline.status import order_rows
-from line_support import BackgroundRun, TcpProxy, foreign_prompt, interrupt, ledger_events
+from line_support import (
+    BackgroundRun,
+    TcpProxy,
+    foreign_prompt,
+    interrupt,
+    ledger_events,
+    running_execution,
+)
 from test_pipeline_support import (
     check_finished,
     output_folder,
@@ -102,9 +109,11 @@ def test_no_server_fitting_names_each_reason(tmp_path: Path) -> None:
 def test_a_server_killed_mid_order_hands_its_slots_to_the_other(tmp_path: Path) -> None:
     order_file = single_order(tmp_path / "orders", "killed", 16)
     out = tmp_path / "out"
+    # B's fourth prompt hangs, so the order cannot end before B is killed.
+    b_config = sim_config(tmp_path / "b", fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(4,)))
     with (
         running_simulator(sim_config(tmp_path / "a", fixed_prompt_s=0.05)) as a,
-        running_simulator(sim_config(tmp_path / "b", fixed_prompt_s=0.05)) as b,
+        running_simulator(b_config) as b,
     ):
         settings = settings_for(
             a.url,
@@ -114,7 +123,7 @@ def test_a_server_killed_mid_order_hands_its_slots_to_the_other(tmp_path: Path) 
             probe_interval_s=0.1,
         )
         run = BackgroundRun(order_file, settings)
-        wait_for(lambda: b.stats()["executed"] >= 3, "B to make three images")
+        wait_for(lambda: b.call(running_execution) == 4, "B to hang on its fourth prompt")
         b.restart(away_s=120)  # killed: it stays away past the end of the order
         report = run.result()
         lost = ledger_events(order_file, out, "backend.lost")

@@ -4,22 +4,20 @@ are made by priority; ``kill -9`` mid-order and a restart make both exactly."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-from comfyline.sim import running_simulator
-from line_support import ledger_events
+from comfyline.sim import Faults, running_simulator
+from line_support import ledger_events, running_execution
+from test_line_queue import event_times
 from test_pipeline_support import (
     ROOT,
     check_finished,
     child_env,
-    done_count,
     finish,
-    settings_for,
     sim_config,
     single_order,
     status_of,
@@ -57,12 +55,14 @@ def test_watch_takes_new_orders_by_priority_and_survives_kill_9(tmp_path: Path) 
     orders.mkdir()
     single_order(staging, "high", 10, priority=5)
     single_order(staging, "low", 10, priority=1)
-    with running_simulator(sim_config(tmp_path, fixed_prompt_s=0.05)) as sim:
+    # The fifth prompt hangs: the line is certainly mid-order when it is killed.
+    config = sim_config(tmp_path, fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(5,)))
+    with running_simulator(config) as sim:
         line = start_line(orders, sim.url, out)
         try:
             high = drop(staging, orders, "high")
             low = drop(staging, orders, "low")
-            wait_for(lambda: done_count(high, out) >= 3, "the line to make 3 of high", timeout_s=60)
+            wait_for(lambda: sim.call(running_execution) == 5, "the 5th prompt", timeout_s=60)
             line.send_signal(signal.SIGKILL)
             code, printed = finish(line)
             assert code == -signal.SIGKILL
@@ -79,19 +79,11 @@ def test_watch_takes_new_orders_by_priority_and_survives_kill_9(tmp_path: Path) 
             code, printed = finish(line)
     assert code in (0, 130), printed
 
-    settings = settings_for(sim.url, out)
-    assert settings.output_root == out
     for order_file, count in ((high, 10), (low, 10)):
         check_finished(order_file, out)
         done = Counter(e["index"] for e in ledger_events(order_file, out, "done"))
         assert done == Counter(range(count))  # each image made once, across the kill
     # High first: it completed before low did.
-    high_end = ledger_events(high, out, "order.completed")
-    low_end = ledger_events(low, out, "order.completed")
-    assert high_end and low_end
-    from test_line_queue import event_times
-
-    assert (
-        event_times(high, out, "order.completed")[0] < event_times(low, out, "order.completed")[0]
-    )
-    shutil.rmtree(staging, ignore_errors=True)
+    (high_end,) = event_times(high, out, "order.completed")
+    (low_end,) = event_times(low, out, "order.completed")
+    assert high_end < low_end

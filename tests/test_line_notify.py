@@ -20,7 +20,8 @@ from rich.console import Console
 from comfyline.errors import ConfigError
 from comfyline.line import Line
 from comfyline.notify import Notifier
-from comfyline.sim import running_simulator
+from comfyline.sim import Faults, running_simulator
+from line_support import running_execution
 from test_pipeline_support import check_finished, settings_for, sim_config, single_order, wait_for
 
 
@@ -64,7 +65,10 @@ async def test_the_line_tells_completion_and_a_lost_server(tmp_path: Path) -> No
     with (
         hook() as (url, received),
         running_simulator(sim_config(tmp_path / "a", fixed_prompt_s=0.05)) as a,
-        running_simulator(sim_config(tmp_path / "b", fixed_prompt_s=0.05)) as b,
+        # B's third prompt hangs: the order cannot end before B is lost.
+        running_simulator(
+            sim_config(tmp_path / "b", fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(3,)))
+        ) as b,
     ):
         settings = settings_for(
             a.url,
@@ -78,7 +82,8 @@ async def test_the_line_tells_completion_and_a_lost_server(tmp_path: Path) -> No
         console = Console(file=io.StringIO(), width=200, force_terminal=False)
         line = Line(orders, settings, console=console)
         task = asyncio.create_task(line.run())
-        await asyncio.to_thread(wait_for, lambda: b.stats()["executed"] >= 2, "B to make two")
+        hung = lambda: b.call(running_execution) == 3  # noqa: E731
+        await asyncio.to_thread(wait_for, hung, "B to hang on its third prompt")
         b.restart(away_s=120)  # lost for good
         outcomes = await task
 

@@ -3,9 +3,11 @@ and stopping cleanly when one closes), several orders sharing a server."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,14 @@ from rich.console import Console
 from comfyline.ledger import read_status
 from comfyline.line import Line
 from comfyline.sim import Faults, running_simulator
-from line_support import ledger_events
-from test_pipeline_support import check_finished, settings_for, sim_config, single_order
+from line_support import foreign_prompt, interrupt, ledger_events
+from test_pipeline_support import (
+    check_finished,
+    settings_for,
+    sim_config,
+    single_order,
+    wait_for,
+)
 
 NOON = datetime(2026, 3, 1, 12, 0)
 NIGHT = datetime(2026, 3, 1, 23, 0)
@@ -112,9 +120,18 @@ async def test_orders_of_equal_priority_share_one_server(tmp_path: Path) -> None
     orders, out = tmp_path / "orders", tmp_path / "out"
     first = single_order(orders, "first", 8)
     second = single_order(orders, "second", 8)
-    with running_simulator(sim_config(tmp_path, fixed_prompt_s=0.02)) as sim:
+    config = sim_config(tmp_path, fixed_prompt_s=0.02, faults=Faults(stuck_on_prompts=(1,)))
+    with running_simulator(config) as sim:
+        # Another client's prompt holds the server until both orders wait for it: then the
+        # server's places go to each order in turn.
+        blocker = foreign_prompt(sim.url)
         line = line_for(orders, sim.url, out)
-        outcomes = await line.run()
+        task = asyncio.create_task(line.run())
+        for order_file in (first, second):
+            running = partial(ledger_events, order_file, out, "order.running")
+            await asyncio.to_thread(wait_for, running, f"{order_file.parent.name} to run")
+        interrupt(sim.url, blocker)
+        outcomes = await task
 
     assert sorted(o.state for o in outcomes) == ["completed", "completed"]
     # Both ran together: each had images done before the other completed.

@@ -97,14 +97,14 @@ class Failover:
         self.orphans.extend(slots)
         detail = {"backend": backend.name, "reason": str(exc), "slots": sorted(slots)}
         self.ledger.record_event(f"backend.{kind}", detail=detail)
-        what = "lost" if kind == "lost" else "stopped on heat"
-        again = f"; it is asked again every {self.pool.settings.probe_interval_s:g} s"
-        self._notify(
-            f"server {backend.name} {what}: {exc}\n{len(slots)} slot(s) it held go back to the "
-            "queue" + (again if kind == "lost" else "")
-        )
         self._changed.set()
         if any(b.name not in self.out and self.pool.is_up(b) for b in self.backends):
+            what = "lost" if kind == "lost" else "stopped on heat"
+            again = f"; it is asked again every {self.pool.settings.probe_interval_s:g} s"
+            self._notify(
+                f"server {backend.name} {what}: {exc}\n{len(slots)} slot(s) it held go back to "
+                "the queue" + (again if kind == "lost" else "")
+            )
             return
         if len(self.backends) == 1 or isinstance(exc, GuardTripped):
             raise exc  # the reason of the last one: the order stops as with one server

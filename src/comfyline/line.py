@@ -18,6 +18,7 @@ at any moment (``kill -9`` included) and started again picks up where it was. Wh
 
 An order that ends unfinished (failed, partial, stopped on heat, its servers lost) is not
 started again by the same line: start the line again (or ``comfyline run-order``) to retry it.
+An order found completed is not read again until its file changes.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Line:
         self._running: dict[Path, _Running] = {}
         self._ended: set[Path] = set()
         self._said: dict[Path, float] = {}
+        self._completed: dict[Path, float] = {}  # order file -> its mtime when found completed
         self._known: set[Path] | None = None
         self._wake = asyncio.Event()
         if self.notifier is None:
@@ -190,6 +192,8 @@ class Line:
     def _candidate(self, file: Path) -> _Candidate | None:
         try:
             mtime = file.stat().st_mtime
+            if self._completed.get(file) == mtime:
+                return None  # found completed before, unchanged since: not read again
             loaded = load(file)
         except OrderError as exc:
             self._say_once(file, mtime, f"{file}: invalid, skipped until it changes:\n{exc}")
@@ -214,7 +218,10 @@ class Line:
         if status.running:
             self._say_once(file, mtime, f"{file}: another runner holds it; left to it")
             return True
-        return status.order.state is OrderState.COMPLETED
+        if status.order.state is OrderState.COMPLETED:
+            self._completed[file] = mtime
+            return True
+        return False
 
     def _say_once(self, file: Path, mtime: float, line: str) -> None:
         if self._said.get(file) != mtime:
