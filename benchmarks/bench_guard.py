@@ -160,7 +160,9 @@ async def drive(
         gate = guard.before_prompt if guard is not None else None
         watcher = asyncio.create_task(guard.watch()) if guard is not None else None
         try:
-            async for result in comfy.generate_batch(requests(n, out), gate=gate):
+            settled = guard.prompt_settled if guard is not None else None
+            batch = comfy.generate_batch(requests(n, out), gate=gate, on_settled=settled)
+            async for result in batch:
                 made += len(result.images)
                 errors += 0 if result.ok else 1
                 if guard is not None:

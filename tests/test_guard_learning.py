@@ -14,7 +14,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -119,9 +119,12 @@ async def serve(
     *,
     post_s: float = 0.0,
     report_s: float = 0.0,
+    settle_s: float | None = 0.0,
 ) -> Run:
     """Run ``n`` prompts of ``work_s`` through ``guard`` as the adapter does. ``post_s``: from
-    the gate to the server; ``report_s``: from a prompt's end to ``after_prompt``."""
+    the gate to the server; ``settle_s``: from a prompt's end to ``prompt_settled`` (the
+    WebSocket's news; None: not called, as by a caller without the hook); ``report_s``: from
+    a prompt's end to ``after_prompt`` (its downloads and checks)."""
     run = Run()
     slots = asyncio.Semaphore(2)
     queued: asyncio.Queue[int] = asyncio.Queue()
@@ -135,7 +138,10 @@ async def serve(
             queued.put_nowait(i)
 
     async def report(i: int) -> None:
-        await clock.sleep(report_s)
+        if settle_s is not None:
+            await clock.sleep(settle_s)
+            await guard.prompt_settled()
+        await clock.sleep(max(0.0, report_s - (settle_s or 0.0)))
         finished.put_nowait(i)
 
     async def server() -> None:
@@ -176,6 +182,7 @@ def simulate(
     whole_degrees: bool = False,
     post_s: float = 0.0,
     report_s: float = 0.0,
+    settle_s: float | None = 0.0,
 ) -> tuple[Run, Guard]:
     clock = VirtualTime()
     card = Card(config, clock)
@@ -186,7 +193,16 @@ def simulate(
     async def main() -> None:
         if guarded:
             result.append(
-                await serve(guard, card, clock, n, work_s, post_s=post_s, report_s=report_s)
+                await serve(
+                    guard,
+                    card,
+                    clock,
+                    n,
+                    work_s,
+                    post_s=post_s,
+                    report_s=report_s,
+                    settle_s=settle_s,
+                )
             )
         else:
             result.append(await serve_unguarded(card, clock, n, work_s))
@@ -225,7 +241,9 @@ def test_the_guard_learns_the_card_and_never_passes_the_target(card: str) -> Non
     config, work_s = CARDS[card]
     run, guard = simulate(config, 60, work_s)
     assert len(run.peaks) == 60
-    assert max(run.peaks) <= TARGET - 0.5, run.peaks  # the 1 °C margin, less the fit's lag
+    # Half a degree under the target once the heat model has proved itself (1 °C before),
+    # less what the fit lags behind a heatsink that warms.
+    assert max(run.peaks) <= TARGET - 0.3, run.peaks
     # And it does not waste the card: once learned, each image peaks close to its limit.
     assert min(run.peaks[10:]) >= TARGET - 2.5, run.peaks
     assert guard.stats.holds > 0
@@ -267,3 +285,38 @@ def test_imperfect_readings_stay_under_the_target(what: str, options: dict[str, 
     config, work_s = CARDS["user's card"]
     run, _ = simulate(config, 40, work_s, **options)
     assert max(run.peaks) <= TARGET, (what, run.peaks)
+
+
+def test_slow_downloads_do_not_hide_the_peak() -> None:
+    """The end of a prompt is read when the server says it finished, not after its images are
+    downloaded and checked: by then the die has cooled and the guard would learn a peak too
+    low. Without that reading (no ``prompt_settled``), the same run passes the target."""
+    config, work_s = CARDS["user's card"]
+    run, _ = simulate(config, 40, work_s, settle_s=0.01, report_s=0.3)
+    assert max(run.peaks) <= TARGET, run.peaks
+    late, _ = simulate(config, 40, work_s, settle_s=None, report_s=0.3)
+    assert max(late.peaks) > TARGET, late.peaks
+
+
+def test_the_margin_shrinks_once_the_forecasts_hold_and_grows_back_when_one_fails() -> None:
+    """Half a degree of margin once five prompts in a row ended as the heat model forecast;
+    the full degree again the moment one ends hotter (the room warmed by 3 °C)."""
+    config, work_s = CARDS["user's card"]
+    clock = VirtualTime()
+    card = Card(config, clock)
+    guard = Guard(CardSensor(card), Limits(), 2.0, 1000, clock=clock, sleep=clock.sleep)
+    margins: list[float] = []
+    runs: list[Run] = []
+
+    async def main() -> None:
+        runs.append(await serve(guard, card, clock, 20, work_s))
+        margins.append(guard.margin_now_c())
+        card.model.config = replace(config, room_c=config.room_c + 3.0)
+        runs.append(await serve(guard, card, clock, 1, work_s))
+        margins.append(guard.margin_now_c())
+        runs.append(await serve(guard, card, clock, 20, work_s))
+        margins.append(guard.margin_now_c())
+
+    asyncio.run(clock.run(main(), limit_s=100_000))
+    assert margins == [0.5, 1.0, 0.5]
+    assert max(p for r in runs for p in r.peaks) <= TARGET

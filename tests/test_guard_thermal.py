@@ -63,11 +63,14 @@ async def run(url: str, n: int, out: Path, *, guarded: bool) -> Guard | None:
             # What a reading misses grows with its delay: at 5x, 10 ms late is 0.05 model s,
             # half a degree of a die cooling from its peak; on a loaded machine, more.
             margin_c=2.0,
+            trusted_margin_c=2.0,
         )
         watcher = asyncio.create_task(guard.watch()) if guarded else None
         gate = guard.before_prompt if guarded else None
         try:
-            async for result in comfy.generate_batch(requests(n, out), gate=gate):
+            settled = guard.prompt_settled if guarded else None
+            batch = comfy.generate_batch(requests(n, out), gate=gate, on_settled=settled)
+            async for result in batch:
                 if guarded:
                     await guard.after_prompt(len(result.images))
         finally:

@@ -248,7 +248,9 @@ async def _run_upscales(
         )
     watcher = asyncio.create_task(guard.watch())
     try:
-        batch = backend.adapter.generate_batch(requests, gate=guard.before_prompt)
+        batch = backend.adapter.generate_batch(
+            requests, gate=guard.before_prompt, on_settled=guard.prompt_settled
+        )
         async with contextlib.aclosing(batch) as results:
             async for result in results:
                 await guard.after_prompt(len(result.images))

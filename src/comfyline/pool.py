@@ -248,6 +248,12 @@ class BackendPool:
             state.listener = claim.on_event
             await guard.before_prompt()
 
+    async def settled(self, backend: Backend) -> None:
+        """Tell ``backend``'s guard that the server just finished a prompt (its peak)."""
+        guard = self._state[backend.name].guard
+        if guard is not None:
+            await guard.prompt_settled()
+
     async def after(self, backend: Backend, images: int) -> Sample | None:
         """Tell ``backend``'s guard that a prompt finished (``images`` made); its reading."""
         guard = self._state[backend.name].guard

@@ -207,6 +207,7 @@ class Scheduler:
             self._requests(backend),
             gate=lambda: self.pool.gate(backend, self.claim),
             on_posted=self._posted,
+            on_settled=lambda: self.pool.settled(backend),
         )
         async with contextlib.aclosing(batch) as results:
             async for result in results:

@@ -49,6 +49,7 @@ from comfyline.comfy.batch import (
     BatchRunner,
     Gate,
     OnPosted,
+    OnSettled,
     Requests,
     unique,
 )
@@ -172,6 +173,7 @@ class ComfyUIAdapter:
         *,
         gate: Gate | None = None,
         on_posted: OnPosted | None = None,
+        on_settled: OnSettled | None = None,
     ) -> AsyncGenerator[GenerationResult]:
         """Run ``requests``, yielding each result as it finishes.
 
@@ -181,9 +183,11 @@ class ComfyUIAdapter:
         yielded, then the error is raised. ``on_posted(request, prompt_id)`` is called once the
         server accepted a prompt, with the id the server knows it by. Per-request failures come
         back as results with ``error`` set; a server that is gone (past
-        ``reconnect_timeout_s``) raises.
+        ``reconnect_timeout_s``) raises. ``on_settled()`` is awaited the moment the server has
+        finished a prompt (or failed it), before its images are downloaded: where the guard
+        reads the card's temperature at the prompt's peak.
         """
-        return self._runner.run(requests, gate, on_posted)
+        return self._runner.run(requests, gate, on_posted, on_settled)
 
     # --- control -----------------------------------------------------------------------------
 

@@ -36,7 +36,15 @@ from comfyline.generation import GeneratedImage, GenerationRequest, GenerationRe
 from comfyline.images import check_image
 from comfyline.workflows import Graph, output_size
 
-__all__ = ["CANCEL_TIMEOUT_S", "MAX_IN_FLIGHT", "BatchRunner", "Gate", "OnPosted", "Requests"]
+__all__ = [
+    "CANCEL_TIMEOUT_S",
+    "MAX_IN_FLIGHT",
+    "BatchRunner",
+    "Gate",
+    "OnPosted",
+    "OnSettled",
+    "Requests",
+]
 
 MAX_IN_FLIGHT = 2
 """Prompts on the server at once per adapter: one running, one waiting behind it."""
@@ -55,6 +63,7 @@ _PER_REQUEST_ERRORS = (
 
 Gate = Callable[[], Awaitable[None]]
 OnPosted = Callable[[GenerationRequest, str], None]
+OnSettled = Callable[[], Awaitable[None]]
 Requests = Iterable[GenerationRequest] | AsyncIterable[GenerationRequest]
 
 
@@ -87,10 +96,14 @@ class BatchRunner:
         return self._book.client
 
     async def run(
-        self, requests: Requests, gate: Gate | None, on_posted: OnPosted | None
+        self,
+        requests: Requests,
+        gate: Gate | None,
+        on_posted: OnPosted | None,
+        on_settled: OnSettled | None = None,
     ) -> AsyncGenerator[GenerationResult]:
         out: asyncio.Queue[GenerationResult | BaseException | _End] = asyncio.Queue()
-        feeder = asyncio.create_task(self._feed(requests, gate, on_posted, out))
+        feeder = asyncio.create_task(self._feed(requests, gate, on_posted, on_settled, out))
         try:
             while True:
                 item = await out.get()
@@ -108,6 +121,7 @@ class BatchRunner:
         requests: Requests,
         gate: Gate | None,
         on_posted: OnPosted | None,
+        on_settled: OnSettled | None,
         out: asyncio.Queue[GenerationResult | BaseException | _End],
     ) -> None:
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -125,7 +139,9 @@ class BatchRunner:
                         continue
                     if on_posted is not None:
                         on_posted(request, prompt.prompt_id)
-                    task = asyncio.create_task(self._finish(request, prompt, slots, out, stop))
+                    task = asyncio.create_task(
+                        self._finish(request, prompt, slots, out, stop, on_settled)
+                    )
                     finishers.add(task)
                     task.add_done_callback(finishers.discard)
             except Exception as exc:
@@ -166,13 +182,18 @@ class BatchRunner:
         slots: asyncio.Semaphore,
         out: asyncio.Queue[GenerationResult | BaseException | _End],
         stop: asyncio.Event,
+        on_settled: OnSettled | None = None,
     ) -> None:
         posted_at = self._clock()
         try:
             try:
                 await self._wait(prompt)
+            except _PER_REQUEST_ERRORS:
+                await _settled(on_settled)
+                raise
             finally:
                 slots.release()  # the server is done with it: let the next one in at once
+            await _settled(on_settled)  # before the downloads: the moment the server finished
             result = await self._outcome(request, prompt, posted_at)
         except _PER_REQUEST_ERRORS as exc:
             result = GenerationResult(
@@ -305,6 +326,11 @@ class BatchRunner:
                 if attempt == DOWNLOAD_TRIES:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _settled(on_settled: OnSettled | None) -> None:
+    if on_settled is not None:
+        await on_settled()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

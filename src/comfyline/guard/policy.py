@@ -22,6 +22,13 @@ ends?", with the heat of one prompt learned from the run (:mod:`comfyline.guard.
 - no temperature (no sensor, or it stopped answering): the quality level's fixed pause after
   each image, one prompt at a time, as the seed did, said once.
 
+A prompt's end is read the moment the server says it finished (:meth:`Guard.prompt_settled`,
+the adapter's ``on_settled`` hook), before its images are downloaded and checked: a die cools
+by degrees a second, and a peak read late teaches the guard that prompts heat less than they
+do. The margin is a full ``margin_c`` until the heat model has proved itself: once
+``trust_after`` prompts in a row ended within ``trust_error_c`` of its forecast, the smaller
+``trusted_margin_c`` applies, until one ends hotter than forecast.
+
 Before the first prompt is measured, a conservative prior applies (:data:`heat.PRIOR_A`,
 :data:`heat.PRIOR_B`): an idle card goes at once, a hot one cools first. What readings get
 wrong errs on the cool side: a reading taken late, after the die began to cool, reads a peak
@@ -195,6 +202,9 @@ class _GuardReadings:
     _resolution_set: float | None
     _lost: bool
     _said: set[str]
+    trust_error_c: float
+    _on_forecast: int
+    _forecast_c: float | None
 
     # -- readings ----------------------------------------------------------------------------
 
@@ -211,10 +221,18 @@ class _GuardReadings:
             if temp is not None:
                 self._whole_degrees = self._whole_degrees and temp == int(temp)
                 if self._end_open and not self._flight:
-                    self.heat.raise_last_end(temp + self._resolution_c() / 2)
+                    end = temp + self._resolution_c() / 2
+                    if self.heat.raise_last_end(end) and not self._as_forecast(end):
+                        self._on_forecast = 0
             self._record(reading)
             self._check_slowdown(reading)
         return reading
+
+    def _as_forecast(self, end_c: float) -> bool:
+        """Whether the last measured prompt ended within ``trust_error_c`` of its forecast.
+        One that ended hotter (a heatsink warming, a late reading) restores the full margin
+        until the fit has proved itself again."""
+        return self._forecast_c is None or end_c - self._forecast_c <= self.trust_error_c
 
     def _resolution_c(self) -> float:
         """How much hotter than its reading the card may be: ``resolution_c`` when given, else
@@ -284,6 +302,8 @@ class _GuardHold(_GuardReadings):
     """
 
     margin_c: float
+    trusted_margin_c: float
+    trust_after: int
     min_poll_s: float
     _sleep: Sleep
     _free_memory: FreeMemory | None
@@ -298,8 +318,16 @@ class _GuardHold(_GuardReadings):
     def release_below_c(self) -> float:
         """The hottest reading from which a lone prompt may go now (the resume and critical
         rules aside)."""
-        limit = self.limits.target_c - self.margin_c
+        limit = self.limits.target_c - self.margin_now_c()
         return self.heat_model().start_for_peak_c(limit) - self._resolution_c()
+
+    def margin_now_c(self) -> float:
+        """The margin kept under the target now: ``trusted_margin_c`` once the last
+        ``trust_after`` prompts each ended within ``trust_error_c`` of what the heat model
+        forecast for them, else ``margin_c``."""
+        if self._on_forecast >= self.trust_after:
+            return min(self.trusted_margin_c, self.margin_c)
+        return self.margin_c
 
     # -- the decisions -----------------------------------------------------------------------
 
@@ -339,7 +367,7 @@ class _GuardHold(_GuardReadings):
         lim = self.limits
         if temp >= lim.target_c or reading.thermal_throttling:
             hold.to_resume = True
-        model, limit = self.heat.model(), lim.target_c - self.margin_c
+        model, limit = self.heat.model(), lim.target_c - self.margin_now_c()
         if self._flight:
             if not hold.to_resume and model.peak_c(self._flight_end_c(temp, model)) <= limit:
                 return _GO
@@ -486,8 +514,13 @@ class Guard(_GuardHold):
     how much hotter than a reading the card may be (None: 1 °C while every reading is a whole
     number, as NVML and nvidia-smi report, else 0); forecasts start from the top of it.
 
-    Use ``guard.before_prompt`` as the adapter's gate and call ``await guard.after_prompt(n)``
-    for every prompt that finished (n images); run ``guard.watch()`` as a task.
+    Use ``guard.before_prompt`` as the adapter's gate, ``guard.prompt_settled`` as its
+    ``on_settled`` hook, and call ``await guard.after_prompt(n)`` for every prompt that finished
+    (n images); run ``guard.watch()`` as a task.
+
+    ``trusted_margin_c`` replaces ``margin_c`` once ``trust_after`` prompts in a row ended
+    within ``trust_error_c`` of the heat model's forecast; one that ends hotter than that brings
+    the full margin back.
     """
 
     def __init__(
@@ -503,6 +536,9 @@ class Guard(_GuardHold):
         on_event: Callable[[GuardEvent], None] | None = None,
         series_pause_s: float = 30.0,
         margin_c: float = 1.0,
+        trusted_margin_c: float = 0.5,
+        trust_after: int = 5,
+        trust_error_c: float = 0.25,
         prior: HeatModel | None = None,
         min_poll_s: float = 0.05,
         resolution_c: float | None = None,
@@ -513,6 +549,11 @@ class Guard(_GuardHold):
         self.max_batch = max_batch
         self.series_pause_s = series_pause_s
         self.margin_c = margin_c
+        self.trusted_margin_c = trusted_margin_c
+        self.trust_after = trust_after
+        self.trust_error_c = trust_error_c
+        self._on_forecast = 0  # prompts in a row that ended within trust_error_c of forecast
+        self._forecast_c: float | None = None  # the last measured prompt's forecast end
         self.min_poll_s = min(min_poll_s, limits.poll_interval_s)
         self.heat = HeatLearner(prior=prior)
         self._clock = clock
@@ -526,6 +567,7 @@ class Guard(_GuardHold):
         self._released = 0
         self._in_series = 0
         self._flight: deque[_Flight] = deque()
+        self._ends: deque[tuple[Reading | None, Sample | None]] = deque()  # see prompt_settled
         self._ended = 0  # prompts reported by after_prompt
         self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
         self._end_open = False  # the last measured end may still show hotter (nothing ran since)
@@ -549,18 +591,36 @@ class Guard(_GuardHold):
                 return
         self._release(await self._pass(hold))
 
+    async def prompt_settled(self) -> None:
+        """Call the moment the server finished (or failed) a prompt, before anything else is
+        done with it: the reading taken now is its end for :meth:`after_prompt`. A die cools
+        by degrees a second after a prompt; a reading taken after the downloads reads the peak
+        low, and the guard would then let the next prompts run hotter than it thinks."""
+        reading = await self._read()
+        self._ends.append((reading, self.samples[-1] if reading is not None else None))
+
     async def after_prompt(self, images: int = 1) -> Sample | None:
         """Call once for every prompt that finished (``images``: how many it made, 0 when it
-        failed). Takes a reading for the report (returned; None: no reading) and learns from it
-        how much one prompt heats the card."""
+        failed). Its end reading is the one :meth:`prompt_settled` took, or one taken now;
+        returned for the report (None: no reading). Learns from it how much one prompt heats
+        the card."""
         self.stats.images += images
         self._in_series += images
         reading = await self._read()
+        sample = self.samples[-1] if reading is not None else None
+        if self._ends:
+            settled, settled_sample = self._ends.popleft()
+            if settled is not None and settled.temperature_c is not None:
+                late = reading.temperature_c if reading is not None else None
+                if late is None or settled.temperature_c >= late:
+                    reading, sample = settled, settled_sample
         end_c = reading.temperature_c if reading is not None else None
         flight = self._flight.popleft() if self._flight else None
         learned = False
         if flight is not None and flight.start_c is not None and end_c is not None and images:
             half = self._resolution_c() / 2  # a whole-degree reading T means T .. T+1
+            self._forecast_c = self.heat.model().peak_c(flight.start_c + half)
+            self._on_forecast = self._on_forecast + 1 if self._as_forecast(end_c + half) else 0
             self.heat.add(flight.start_c + half, end_c + half)
             learned = True
         if self._flight and (self._flight[0].queued or not images):
@@ -570,7 +630,7 @@ class Guard(_GuardHold):
         self._end_open = learned and not self._flight
         self._ended += 1
         self._finished.set()
-        return self.samples[-1] if reading is not None and self.samples else None
+        return sample
 
     async def watch(self) -> None:
         """Read the sensor every ``poll_interval_s`` while prompts are in flight, until
