@@ -375,6 +375,8 @@ class _LedgerFile:
         self._conn = conn
         self._lock_fd: int | None = lock_fd
         self._clock = clock
+        # Sensor readings wait here for the next write (see record_reading).
+        self._readings: list[tuple[Any, ...]] = []
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -418,6 +420,7 @@ class _LedgerFile:
         if self._lock_fd is None:
             return
         try:
+            self._write_readings()
             self._conn.close()
         finally:
             lock.release(self._lock_fd)
@@ -504,13 +507,31 @@ class _LedgerFile:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
+                flushed = self._flush_readings(cur)
                 yield cur
             except BaseException:
                 self._conn.rollback()
                 raise
             self._conn.commit()
+            del self._readings[:flushed]
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the ledger {self.path}: {exc}") from exc
+
+    def _write_readings(self) -> None:
+        if self._readings:
+            with self._write():
+                pass  # every write transaction starts with the readings kept so far
+
+    def _flush_readings(self, cur: sqlite3.Cursor) -> int:
+        """Insert the readings kept so far; how many (forgotten once the transaction commits)."""
+        if not self._readings:
+            return 0
+        cur.executemany(
+            "INSERT INTO reading (at, temperature_c, power_w, vram_free_mb, vram_total_mb, "
+            "images_done, note) SELECT ?, ?, ?, ?, ?, count(*), ? FROM slot WHERE state = ?",
+            [(*r, SlotState.DONE.value) for r in self._readings],
+        )
+        return len(self._readings)
 
     def _get(self, cur: sqlite3.Cursor, index: int) -> SlotRecord:
         row = cur.execute(f"SELECT {_SLOT_COLUMNS} FROM slot WHERE idx = ?", (index,)).fetchone()
@@ -600,7 +621,8 @@ class _LedgerReads(_LedgerFile):
         return [LedgerEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
     def readings(self) -> list[Reading]:
-        """The sensor readings, oldest first."""
+        """The sensor readings, oldest first (those not yet written are written now)."""
+        self._write_readings()
         rows = self._conn.execute(
             "SELECT at, temperature_c, power_w, vram_free_mb, vram_total_mb, images_done, note "
             "FROM reading ORDER BY id"
@@ -833,21 +855,14 @@ class Ledger(_LedgerReads):
         vram_total_mb: float | None = None,
         note: str = "",
     ) -> None:
-        """Store one sensor reading, with the number of images done at this moment."""
-        with self._write() as cur:
-            cur.execute(
-                "INSERT INTO reading (at, temperature_c, power_w, vram_free_mb, vram_total_mb, "
-                "images_done, note) SELECT ?, ?, ?, ?, ?, count(*), ? FROM slot WHERE state = ?",
-                (
-                    self._clock(),
-                    temperature_c,
-                    power_w,
-                    vram_free_mb,
-                    vram_total_mb,
-                    note,
-                    SlotState.DONE.value,
-                ),
-            )
+        """Store one sensor reading, with the number of images done at this moment.
+
+        It is written with the ledger's next change (the next prompt's submission, at most a
+        prompt later) or when the ledger closes, not in a transaction of its own: a reading is
+        worth no disk sync of its own per image, and a kill -9 loses at most the last one."""
+        self._readings.append(
+            (self._clock(), temperature_c, power_w, vram_free_mb, vram_total_mb, note)
+        )
 
 
 def read_status(path: Path) -> OrderStatus:

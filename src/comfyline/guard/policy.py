@@ -26,8 +26,9 @@ A prompt's end is read the moment the server says it finished (:meth:`Guard.prom
 the adapter's ``on_settled`` hook), before its images are downloaded and checked: a die cools
 by degrees a second, and a peak read late teaches the guard that prompts heat less than they
 do. The margin is a full ``margin_c`` until the heat model has proved itself: once
-``trust_after`` prompts in a row ended within ``trust_error_c`` of its forecast, the smaller
-``trusted_margin_c`` applies, until one ends hotter than forecast.
+``trust_after`` prompts in a row ended within ``trust_error_c`` of its forecast (each read
+within ``trust_read_s``: on a busy machine an answer comes late, the die cooling meanwhile), the
+smaller ``trusted_margin_c`` applies, until one ends hotter than forecast or is read slowly.
 
 Before the first prompt is measured, a conservative prior applies (:data:`heat.PRIOR_A`,
 :data:`heat.PRIOR_B`): an idle card goes at once, a hot one cools first. What readings get
@@ -205,11 +206,15 @@ class _GuardReadings:
     trust_error_c: float
     _on_forecast: int
     _forecast_c: float | None
+    trust_read_s: float
+    _read_s: float
 
     # -- readings ----------------------------------------------------------------------------
 
     async def _read(self) -> Reading | None:
+        asked = self._clock()
         reading = await self.sensor.read()
+        self._read_s = self._clock() - asked
         temp = reading.temperature_c if reading is not None else None
         if reading is None or temp is None:
             self._note_no_temperature(reading)
@@ -228,10 +233,13 @@ class _GuardReadings:
             self._check_slowdown(reading)
         return reading
 
-    def _as_forecast(self, end_c: float) -> bool:
-        """Whether the last measured prompt ended within ``trust_error_c`` of its forecast.
-        One that ended hotter (a heatsink warming, a late reading) restores the full margin
-        until the fit has proved itself again."""
+    def _as_forecast(self, end_c: float, read_s: float = 0.0) -> bool:
+        """Whether the last measured prompt ended within ``trust_error_c`` of its forecast,
+        read within ``trust_read_s`` of asking. One that ended hotter (a heatsink warming) or
+        was read slowly (a busy machine: the die cooled while the answer came) restores the
+        full margin until the fit has proved itself again."""
+        if read_s > self.trust_read_s:
+            return False
         return self._forecast_c is None or end_c - self._forecast_c <= self.trust_error_c
 
     def _resolution_c(self) -> float:
@@ -519,8 +527,8 @@ class Guard(_GuardHold):
     (n images); run ``guard.watch()`` as a task.
 
     ``trusted_margin_c`` replaces ``margin_c`` once ``trust_after`` prompts in a row ended
-    within ``trust_error_c`` of the heat model's forecast; one that ends hotter than that brings
-    the full margin back.
+    within ``trust_error_c`` of the heat model's forecast, each read within ``trust_read_s``;
+    one that ends hotter than that, or is read slower, brings the full margin back.
     """
 
     def __init__(
@@ -539,6 +547,7 @@ class Guard(_GuardHold):
         trusted_margin_c: float = 0.5,
         trust_after: int = 5,
         trust_error_c: float = 0.25,
+        trust_read_s: float = 0.05,
         prior: HeatModel | None = None,
         min_poll_s: float = 0.05,
         resolution_c: float | None = None,
@@ -567,7 +576,10 @@ class Guard(_GuardHold):
         self._released = 0
         self._in_series = 0
         self._flight: deque[_Flight] = deque()
-        self._ends: deque[tuple[Reading | None, Sample | None]] = deque()  # see prompt_settled
+        # The readings prompt_settled took (with how long each took), for after_prompt.
+        self._ends: deque[tuple[Reading | None, Sample | None, float]] = deque()
+        self.trust_read_s = trust_read_s
+        self._read_s = 0.0  # how long the last reading took to come
         self._ended = 0  # prompts reported by after_prompt
         self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
         self._end_open = False  # the last measured end may still show hotter (nothing ran since)
@@ -597,7 +609,8 @@ class Guard(_GuardHold):
         by degrees a second after a prompt; a reading taken after the downloads reads the peak
         low, and the guard would then let the next prompts run hotter than it thinks."""
         reading = await self._read()
-        self._ends.append((reading, self.samples[-1] if reading is not None else None))
+        sample = self.samples[-1] if reading is not None else None
+        self._ends.append((reading, sample, self._read_s))
 
     async def after_prompt(self, images: int = 1) -> Sample | None:
         """Call once for every prompt that finished (``images``: how many it made, 0 when it
@@ -608,19 +621,21 @@ class Guard(_GuardHold):
         self._in_series += images
         reading = await self._read()
         sample = self.samples[-1] if reading is not None else None
+        read_s = self._read_s
         if self._ends:
-            settled, settled_sample = self._ends.popleft()
+            settled, settled_sample, settled_s = self._ends.popleft()
             if settled is not None and settled.temperature_c is not None:
                 late = reading.temperature_c if reading is not None else None
                 if late is None or settled.temperature_c >= late:
-                    reading, sample = settled, settled_sample
+                    reading, sample, read_s = settled, settled_sample, settled_s
         end_c = reading.temperature_c if reading is not None else None
         flight = self._flight.popleft() if self._flight else None
         learned = False
         if flight is not None and flight.start_c is not None and end_c is not None and images:
             half = self._resolution_c() / 2  # a whole-degree reading T means T .. T+1
             self._forecast_c = self.heat.model().peak_c(flight.start_c + half)
-            self._on_forecast = self._on_forecast + 1 if self._as_forecast(end_c + half) else 0
+            as_forecast = self._as_forecast(end_c + half, read_s)
+            self._on_forecast = self._on_forecast + 1 if as_forecast else 0
             self.heat.add(flight.start_c + half, end_c + half)
             learned = True
         if self._flight and (self._flight[0].queued or not images):
