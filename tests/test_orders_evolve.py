@@ -17,12 +17,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from comfyline import pipeline
 from comfyline import reroll as reroll_module
 from comfyline.errors import ComfyUnavailable, ConfigError
 from comfyline.ledger import Ledger, SlotState, ledger_path, read_slots
+from comfyline.orders import load, plan
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
+from comfyline.revisions import archive, plan_with
 from comfyline.settings import Settings
 from comfyline.sim import running_simulator
+from comfyline.status import order_row
 from test_pipeline_support import (
     comfyline,
     output_folder,
@@ -85,8 +89,6 @@ def test_count_up_on_a_made_order_makes_only_the_new_images(tmp_path: Path) -> N
     assert [i.index for i in report.images] == [0, 1, 2, 3, 4]
     # The new slots follow the seed policy: the seeds a fresh order of 5 would have.
     fresh = single_order(tmp_path / "fresh", "grow", 5)
-    from comfyline.orders import load, plan
-
     assert [i.seed for i in report.images] == [s.seed for s in plan(load(fresh)).slots]
 
 
@@ -116,13 +118,8 @@ def test_count_down_drops_planned_slots(tmp_path: Path) -> None:
         folder = output_folder(order_file, out_root)
         # Grown to 4 and stopped before the new slots were made: they are recorded, planned.
         _set_count(order_file, 4)
-        from comfyline import pipeline
-        from comfyline.orders import load
-
         loaded = load(order_file)
         with Ledger.open(ledger_path(folder), "cut", pipeline.fingerprint(loaded)) as ledger:
-            from comfyline.revisions import plan_with
-
             ledger.ensure_slots(plan_with(loaded, ledger.slots(), 4242).slots)
             assert ledger.counts().planned == 2
         _set_count(order_file, 3)
@@ -166,6 +163,9 @@ def test_an_edit_of_what_images_are_starts_a_new_revision(tmp_path: Path) -> Non
         (i.file,) for i in first.images
     ]
     assert "already complete" in printed_again and again.revision == 2
+    row = order_row(order_file, settings)
+    assert (row.state, row.revision, row.done) == ("completed", 2, 2)
+    assert row.revisions == ("r1: 2 images in ., prompt changed",)
 
 
 def test_a_crash_between_the_copy_and_the_switch_is_finished_by_the_next_run(
@@ -178,8 +178,6 @@ def test_a_crash_between_the_copy_and_the_switch_is_finished_by_the_next_run(
         run_in_process(order_file, settings)
         folder = output_folder(order_file, out_root)
         order_file.write_text(order_file.read_text("utf-8") + "negative: fog\n", "utf-8")
-        from comfyline.revisions import archive
-
         with Ledger.open(ledger_path(folder), "half", None) as ledger:
             archive(ledger, folder)  # the state a kill -9 right after the copy leaves
         report, printed = _run(order_file, settings)
@@ -314,7 +312,7 @@ def test_a_real_order_never_falls_back_to_the_simulator(tmp_path: Path) -> None:
         run_in_process(order_file, Settings(output_root=out_root))
     message = str(info.value)
     assert "has 2 image(s) from a real ComfyUI" in message
-    assert f"does not fall back to the simulator. Start the server, then resume with: " in message
+    assert "does not fall back to the simulator. Start the server, then resume with: " in message
     assert f"comfyline run-order {order_file} --comfyui {server.url}" in message
     slots = read_slots(ledger_path(output_folder(order_file, out_root)))
     assert [s.state for s in slots] == [SlotState.DONE] * 2  # nothing simulated was added

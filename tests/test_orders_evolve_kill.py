@@ -76,8 +76,10 @@ def test_kill_during_a_grown_and_rerolled_run_then_resume(tmp_path: Path) -> Non
         runner = _start("reroll", str(order_file), "1", *args)
         db = ledger_path(folder)
         wait_for(
-            lambda: server_queue(sim.url)
-            and any(s.state is SlotState.SUBMITTED for s in read_slots(db)),
+            lambda: (
+                server_queue(sim.url)
+                and any(s.state is SlotState.SUBMITTED for s in read_slots(db))
+            ),
             "the re-roll's first prompt on the server",
         )
         runner.kill()

@@ -331,7 +331,7 @@ def status_command(
         for row in rows:
             table.add_row(
                 row.order,
-                row.state,
+                row.state + (f" (r{row.revision})" if row.revision > 1 else ""),
                 str(row.done),
                 str(row.failed),
                 str(row.total),
@@ -347,6 +347,8 @@ def status_command(
                 temp = f", {b.temperature_c:.0f} °C" if b.temperature_c is not None else ""
                 made = f"{b.health}, {b.images} images{rate}{temp}"
                 typer.echo(f"{row.order}: server {b.name}: {made}")
+            for earlier in row.revisions:
+                typer.echo(f"{row.order}: earlier revision {earlier}")
             if row.problem:
                 typer.echo(f"{row.order}: invalid: {row.problem}", err=True)
             elif row.resume and row.state != "new":
