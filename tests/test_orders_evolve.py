@@ -311,7 +311,7 @@ def test_a_real_order_never_falls_back_to_the_simulator(tmp_path: Path) -> None:
     with pytest.raises(ComfyUnavailable) as info:
         run_in_process(order_file, Settings(output_root=out_root))
     message = str(info.value)
-    assert "has 2 image(s) from a real ComfyUI" in message
+    assert f"Order 'solid' ran on a real ComfyUI ({server.url})" in message
     assert "does not fall back to the simulator. Start the server, then resume with: " in message
     assert f"comfyline run-order {order_file} --comfyui {server.url}" in message
     slots = read_slots(ledger_path(output_folder(order_file, out_root)))

@@ -53,6 +53,7 @@ from comfyline.guard import OomRecovery
 from comfyline.images import TEMP_SUFFIX
 from comfyline.ledger import (
     Ledger,
+    LedgerReader,
     OrderState,
     SlotRecord,
     SlotState,
@@ -248,7 +249,7 @@ class _Run:
         line = found.message(self.out) if found is not None else None
         if line:  # which case it is, before anything is done about it
             self.notify(line)
-        real = [s for s in recorded if s.state is SlotState.DONE and s.simulated is False]
+        real = _real_servers(db, recorded)
         if _made(found, recorded, self.options.sim):
             with self._open_ledger(db):
                 if self.ledger.counts().done == self.ledger.counts().total:
@@ -272,7 +273,7 @@ class _Run:
             self.log = RunLog(ledger, self.notify)
             _evolve(ledger, self.loaded, self.out)
             self.folder = revision_folder(ledger.revision())
-            _remove_temp_files(self.out / self.folder)
+            _remove_temp_files(self.out, self.out / self.folder)
             self.plan = self._plan()
             ledger.ensure_slots(self.plan.slots)
             planned = {s.index for s in self.plan.slots}
@@ -489,15 +490,17 @@ def _run_start(first: Backend, pool: BackendPool) -> dict[str, Any]:
     }
 
 
-def _remove_temp_files(folder: Path) -> None:
+def _remove_temp_files(*folders: Path) -> None:
     """Delete the temp files a runner killed in the middle of an atomic write left behind.
 
-    Called with the order's lock held, so no live runner is writing them. Only the folder
-    itself: images, the report, the sheets and the chart are all written there.
+    Called with the order's lock held, so no live runner is writing them. Only the folders
+    themselves: the output folder (the report, the sheets, the chart, revision 1's images) and
+    the current revision's.
     """
-    for path in folder.glob(f".*{TEMP_SUFFIX}"):
-        if _TEMP_FILE.fullmatch(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
+    for folder in dict.fromkeys(folders):
+        for path in folder.glob(f".*{TEMP_SUFFIX}"):
+            if _TEMP_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def _recorded(db: Path) -> list[SlotRecord]:
@@ -509,11 +512,10 @@ def _recorded(db: Path) -> list[SlotRecord]:
     return []
 
 
-async def _open_pool(
-    run: _Run, stack: contextlib.AsyncExitStack, real: list[SlotRecord]
-) -> BackendPool:
-    """Open the run's servers. An order with images from a real ComfyUI never falls back to
-    the simulator on its own: the simulator's images would pass for the order's."""
+async def _open_pool(run: _Run, stack: contextlib.AsyncExitStack, real: list[str]) -> BackendPool:
+    """Open the run's servers. An order that ran on a real ComfyUI (``real``: those servers)
+    never falls back to the simulator on its own: the simulator's images would pass for the
+    order's."""
     fallback = run.options.sim_if_unreachable
     if real and fallback is None:
         fallback = False
@@ -531,15 +533,13 @@ async def _open_pool(
     except ComfyUnavailable as exc:
         if not real or run.options.sim_if_unreachable:
             raise
-        servers = sorted({s.backend for s in real if s.backend})
-        urls = [u for u in servers if "://" in u] or [run.settings.comfyui_url]
+        urls = [u for u in real if "://" in u] or [run.settings.comfyui_url]
         command = f"comfyline run-order {run.loaded.file}" + "".join(
             f" --comfyui {u}" for u in urls
         )
         raise ComfyUnavailable(
-            f"{exc}. Order {run.order.id!r} has {len(real)} image(s) from a real ComfyUI "
-            f"({', '.join(servers) or 'unknown server'}), so it does not fall back to the "
-            f"simulator. Start the server, then resume with: {command}"
+            f"{exc}. Order {run.order.id!r} ran on a real ComfyUI ({', '.join(real)}), so it "
+            f"does not fall back to the simulator. Start the server, then resume with: {command}"
         ) from exc
 
 
@@ -605,3 +605,17 @@ def _made(found: Survey | None, recorded: list[SlotRecord], sim: bool) -> bool:
         return False
     done = all(s.state is SlotState.DONE for s in recorded)
     return done and (sim or not any(s.simulated for s in recorded))
+
+
+def _real_servers(db: Path, recorded: list[SlotRecord]) -> list[str]:
+    """The real ComfyUI servers the order ran on (its images', and its runs' from the log):
+    empty for an order that only ever ran on the simulator, or never ran."""
+    servers = [s.backend for s in recorded if s.simulated is False and s.backend]
+    if db.is_file():
+        with contextlib.suppress(LedgerError), LedgerReader.open(db) as view:
+            for _, event in view.events(limit=100_000):
+                if event.kind == RUN_START:
+                    for backend in event.detail.get("backends") or ():
+                        if not backend.get("simulated") and backend.get("url"):
+                            servers.append(str(backend["url"]))
+    return list(dict.fromkeys(servers))

@@ -188,9 +188,9 @@ def archive(ledger: Ledger, out: Path) -> str:
     folder = ledger.path.parent / REVISIONS_DIR / f"r{number}"
     folder.mkdir(parents=True, exist_ok=True)
     ledger.copy_to(folder / ledger.path.name)
-    report_dir = out
-    for name in _ARCHIVED:
-        source = report_dir / name
+    sheets = sorted(p.name for p in out.glob("contact_sheet_*.png"))
+    for name in (*_ARCHIVED, *sheets):
+        source = out / name
         if source.is_file():
             try:
                 write_atomic(folder / name, source.read_bytes())
