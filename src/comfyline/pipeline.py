@@ -599,11 +599,13 @@ def _set_aside_simulated(
 
 
 def _made(found: Survey | None, recorded: list[SlotRecord], sim: bool) -> bool:
-    """Whether the order looks made already (checked again with the lock): nothing edited,
-    every slot done, and no simulator's image that a real run would make again."""
-    if found is None or found.kind != "resume" or not recorded:
+    """Whether the order looks made already (checked again with the lock): nothing edited
+    but the count, every slot it wants done, and no simulator's image that a real run would
+    make again. Then no server is needed."""
+    if found is None or found.kind not in ("resume", "shrunk") or not recorded:
         return False
-    done = all(s.state is SlotState.DONE for s in recorded)
+    wanted = {s.index for s in found.plan.slots} if found.plan else {s.index for s in recorded}
+    done = all(s.state is SlotState.DONE for s in recorded if s.index in wanted)
     return done and (sim or not any(s.simulated for s in recorded))
 
 
