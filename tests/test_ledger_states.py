@@ -186,8 +186,20 @@ def test_resume_keeps_state_and_plan_is_checked(db: Path) -> None:
             led.ensure_slots(
                 plan(3)[:1] + [Planned(1, "img-0001", "a cat, take 1", 5001)] + plan(3)[2:]
             )
-        with pytest.raises(LedgerError, match="now plans 4 slots but its ledger .* holds 3"):
-            led.ensure_slots(plan(4))
+        # A grown order: the recorded slots are checked, the new one appended.
+        assert led.ensure_slots(plan(4)) == 1
+        assert [s.state for s in led.slots()][3] is SlotState.PLANNED
+        assert led.slot(0).state is SlotState.SUBMITTED
+
+
+def test_a_shrunk_order_drops_only_slots_not_made(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1") as led:
+        led.ensure_slots(plan(4))
+        led.mark_submitted(3, "p3", 1)
+        led.mark_done(3, ["img-0003.png"], ["00" * 32], 1.0)
+        assert led.drop_slots([2, 3], "count went down") == [2]
+        assert [s.index for s in led.slots()] == [0, 1, 3]  # the made one is never removed
+        assert led.events("slot.dropped")[0].index == 2
 
 
 def test_edit_before_anything_was_sent_starts_the_order_afresh(db: Path) -> None:
@@ -264,8 +276,8 @@ def test_order_life_cycle_is_enforced(ledger: Ledger) -> None:
     for state in ("validated", "queued", "running", "running", "partial", "queued", "running"):
         ledger.set_order_state(OrderState(state))
     ledger.set_order_state(OrderState.COMPLETED)
-    with pytest.raises(LedgerError, match="cannot go from completed to queued"):
-        ledger.set_order_state(OrderState.QUEUED)
+    with pytest.raises(LedgerError, match="cannot go from completed to running"):
+        ledger.set_order_state(OrderState.RUNNING)
     assert ledger.order().state is OrderState.COMPLETED
     moves = [e.detail["from"] + ">" + e.kind for e in ledger.events("order.")]
     assert moves[:3] == ["new>order.validated", "validated>order.queued", "queued>order.running"]

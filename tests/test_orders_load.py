@@ -247,7 +247,8 @@ def test_life_cycle_allows_the_documented_moves_only() -> None:
     assert can_transition(OrderState.NEW, OrderState.VALIDATED)
     assert can_transition(OrderState.RUNNING, OrderState.PARTIAL)
     assert can_transition(OrderState.CANCELLED, OrderState.QUEUED)
-    assert not can_transition(OrderState.COMPLETED, OrderState.QUEUED)
+    assert can_transition(OrderState.COMPLETED, OrderState.QUEUED)  # grown, or a re-roll
+    assert not can_transition(OrderState.COMPLETED, OrderState.RUNNING)
     assert not can_transition(OrderState.NEW, OrderState.RUNNING)
     assert set(ORDER_TRANSITIONS) == set(OrderState)
 

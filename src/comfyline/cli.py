@@ -251,6 +251,56 @@ def run_order_command(
         raise typer.Exit(code=1)
 
 
+@app.command("reroll")
+def reroll_command(
+    path: Path = typer.Argument(  # noqa: B008 - typer's way
+        ..., help="The order: its project.yaml or its folder.", show_default=False
+    ),
+    images: list[str] = typer.Argument(  # noqa: B008
+        ...,
+        help="Images to make again: file names (.png optional) or slot indexes.",
+        show_default=False,
+    ),
+    comfyui: list[str] = typer.Option(  # noqa: B008
+        [], "--comfyui", help="ComfyUI URL; repeat it for several servers (as run-order)."
+    ),
+    sim: bool = typer.Option(False, "--sim", help="Run on the built-in simulator."),
+    output_root: Path | None = typer.Option(  # noqa: B008
+        None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+) -> None:
+    """Make chosen images of an order again with new seeds; the old files move to
+    <output>/rerolled/ and the report lists both. Then runs the order, as run-order does."""
+    import asyncio
+
+    from comfyline.orders import load
+    from comfyline.reroll import reroll
+    from comfyline.settings import Settings
+
+    overrides: dict[str, Any] = {"comfyui_url": comfyui[0]} if len(comfyui) == 1 else {}
+    if output_root is not None:
+        overrides["output_root"] = output_root
+    settings = Settings(**overrides)
+    console = Console(stderr=True, highlight=False)
+    loaded = load(path)
+    names = [n.strip() for image in images for n in image.split(",") if n.strip()]
+    urls = tuple(comfyui) if len(comfyui) > 1 else ()
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, soft_wrap=True)
+
+    resume = f"comfyline run-order {path}" + (" --sim" if sim else "")
+    resume += "".join(f" --comfyui {url}" for url in comfyui)
+    with stop_signals(notify=say, resume=resume) as stop:
+        report = asyncio.run(
+            stop.target(
+                reroll(loaded, names, settings=settings, sim=sim, urls=urls, console=console)
+            )
+        )
+    if report.totals.failed + report.totals.missing:
+        raise typer.Exit(code=1)
+
+
 @app.command("status")
 def status_command(
     paths: list[Path] = typer.Argument(  # noqa: B008 - typer's way
@@ -281,7 +331,7 @@ def status_command(
         for row in rows:
             table.add_row(
                 row.order,
-                row.state,
+                row.state + (f" (r{row.revision})" if row.revision > 1 else ""),
                 str(row.done),
                 str(row.failed),
                 str(row.total),
@@ -297,6 +347,8 @@ def status_command(
                 temp = f", {b.temperature_c:.0f} °C" if b.temperature_c is not None else ""
                 made = f"{b.health}, {b.images} images{rate}{temp}"
                 typer.echo(f"{row.order}: server {b.name}: {made}")
+            for earlier in row.revisions:
+                typer.echo(f"{row.order}: earlier revision {earlier}")
             if row.problem:
                 typer.echo(f"{row.order}: invalid: {row.problem}", err=True)
             elif row.resume and row.state != "new":

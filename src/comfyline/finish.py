@@ -19,6 +19,7 @@ from comfyline.reports.report import (
     GenerationReport,
     ReportBackend,
     ReportOrder,
+    ReportRevision,
     build_report,
     write_report,
 )
@@ -64,11 +65,27 @@ def write_outputs(
         output_dir=out,
         report_dir=out,
         backend_events=[e for e in events if e.kind == RUN_START or e.kind.startswith("backend.")],
+        revision=ledger.revision(),
+        revisions=[
+            ReportRevision(
+                revision=r.number,
+                reason=r.reason,
+                folder=r.folder,
+                images=r.images,
+                archive=r.archive,
+            )
+            for r in ledger.revisions()
+        ],
     )
     write_report(out / REPORT_FILE, report)
     title = f"{order.id}: {order.title}" if order.title else order.id
-    if backend.simulated:
+    if ledger.revision() > 1:
+        title += f" (revision r{ledger.revision()})"
+    simulated = sum(1 for image in report.images if image.simulated)
+    if backend.simulated and simulated == len(report.images):
         title += " (simulator: synthetic images)"
+    elif simulated:
+        title += f" ({simulated} synthetic image(s) from the simulator)"
     write_contact_sheets(sheet_entries(ledger.iter_slots(), out), out, title=title)
     write_chart(report, out / CHART_FILE, target_c=target_c)
     return report

@@ -49,9 +49,11 @@ from typing import Any, Protocol, Self
 from comfyline import lock
 from comfyline.errors import LedgerError, OrderLocked
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: per-slot file stem, title, keywords, backend, image sizes, wall time and checkpoint; a
-per-ledger run nonce in the prompt ids. A version-1 ledger is migrated when opened."""
+per-ledger run nonce in the prompt ids. 3: each slot's place in the order (prompt, repeat),
+whether the simulator made it, its history (re-rolls, images set aside); the order's revisions.
+An older ledger is migrated when opened."""
 LEDGER_DIR = ".comfyline"
 LEDGER_FILE = "ledger.sqlite3"
 
@@ -83,14 +85,15 @@ class OrderState(StrEnum):
 
     ``new → validated → queued → running → completed | partial | failed | cancelled``; an
     unfinished order (partial, failed, cancelled, or running when its runner died) goes back to
-    ``queued`` when it is run again. Legal moves are in :data:`ORDER_TRANSITIONS`.
+    ``queued`` when it is run again, and so does a completed one that grew or has images to
+    re-roll. A new revision starts at ``new``. Legal moves are in :data:`ORDER_TRANSITIONS`.
     """
 
     NEW = "new"  # the ledger exists, nothing checked yet
     VALIDATED = "validated"  # the order file passed validation and its slots are planned
     QUEUED = "queued"  # ready to run, waiting for a backend
     RUNNING = "running"  # a runner is working on it
-    COMPLETED = "completed"  # every slot is done (final: running it again does nothing)
+    COMPLETED = "completed"  # every slot is done (running it again does nothing unless it grew)
     PARTIAL = "partial"  # the run ended with some slots done and some failed
     FAILED = "failed"  # the run ended and no slot is done
     CANCELLED = "cancelled"  # stopped by the user (Ctrl-C) or the guard; resumable
@@ -110,7 +113,8 @@ ORDER_TRANSITIONS: Mapping[OrderState, frozenset[OrderState]] = {
             OrderState.QUEUED,
         }
     ),
-    OrderState.COMPLETED: frozenset(),
+    # QUEUED again: the order grew, or some of its images are to be made again (re-roll).
+    OrderState.COMPLETED: frozenset({OrderState.QUEUED}),
     OrderState.PARTIAL: frozenset({OrderState.QUEUED}),
     OrderState.FAILED: frozenset({OrderState.QUEUED}),
     OrderState.CANCELLED: frozenset({OrderState.QUEUED}),
@@ -211,6 +215,35 @@ class SlotRecord:
     """The quality checks of each file (``QcResult.to_json()``): flags, measures, hash."""
     review: str | None = None
     """The user's decision: ``approved``, ``rejected``, or None (not reviewed)."""
+    prompt_index: int | None = None
+    repeat: int | None = None
+    """The slot's place in the order: which prompt, which of its images (None: not recorded
+    by a ledger from before schema 3)."""
+    simulated: bool | None = None
+    """Whether comfyline's simulator made the images (None: not recorded)."""
+    history: tuple[dict[str, Any], ...] = ()
+    """Earlier images of the slot, set aside: ``{"reason": "reroll" | "simulated", "files",
+    "sha256s", "moved_to", "seed", "new_seed", "generation", "backend", "at"}``, oldest first."""
+
+    @property
+    def generation(self) -> int:
+        """How many times the slot was re-rolled (0: its first seed)."""
+        return sum(1 for h in self.history if h.get("reason") == "reroll")
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    """An earlier revision of the order, kept: its number, why it ended, its images' folder
+    (relative to the output folder), how many images it made, and where its ledger and report
+    were archived."""
+
+    number: int
+    reason: str
+    folder: str
+    images: int
+    archive: str
+    started: float
+    ended: float
 
 
 @dataclass(frozen=True)
@@ -315,7 +348,20 @@ CREATE TABLE IF NOT EXISTS slot (
     wall_seconds REAL,
     checkpoint TEXT,
     qc TEXT, -- the quality checks of its images (JSON list, one per file)
-    review TEXT -- approved | rejected | NULL (not reviewed)
+    review TEXT, -- approved | rejected | NULL (not reviewed)
+    prompt_index INTEGER,
+    repeat INTEGER,
+    simulated INTEGER, -- 1: made by comfyline's simulator, 0: by a real ComfyUI
+    history TEXT NOT NULL DEFAULT '[]' -- earlier images set aside (re-roll, simulator)
+);
+CREATE TABLE IF NOT EXISTS revision (
+    n INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    images INTEGER NOT NULL,
+    archive TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS slot_state ON slot (state, idx);
 CREATE TABLE IF NOT EXISTS event (
@@ -342,9 +388,9 @@ CREATE TABLE IF NOT EXISTS reading (
 _SLOT_COLUMNS = (
     "idx, key, prompt, negative, seed, params, state, prompt_id, attempt, files, sha256s, "
     "seconds, error, updated, made_with, stem, title, keywords, backend, sizes, wall_seconds, "
-    "checkpoint, qc, review"
+    "checkpoint, qc, review, prompt_index, repeat, simulated, history"
 )
-_V2_COLUMNS = (
+_ADDED_COLUMNS = (
     ("stem", "TEXT NOT NULL DEFAULT ''"),
     ("title", "TEXT"),
     ("keywords", "TEXT NOT NULL DEFAULT '[]'"),
@@ -354,8 +400,12 @@ _V2_COLUMNS = (
     ("checkpoint", "TEXT"),
     ("qc", "TEXT"),
     ("review", "TEXT"),
+    ("prompt_index", "INTEGER"),
+    ("repeat", "INTEGER"),
+    ("simulated", "INTEGER"),
+    ("history", "TEXT NOT NULL DEFAULT '[]'"),
 )
-"""Columns schema 2 added to ``slot``: a version-1 ledger gets them when it is opened."""
+"""Columns schemas 2 and 3 added to ``slot``: an older ledger gets them when it is opened."""
 
 
 class _LedgerFile:
@@ -385,7 +435,7 @@ class _LedgerFile:
         cls,
         path: Path,
         order_id: str,
-        fingerprint: str,
+        fingerprint: str | None,
         *,
         comfyline_version: str = "",
         clock: Callable[[], float] = time.time,
@@ -394,7 +444,8 @@ class _LedgerFile:
 
         Raises :class:`OrderLocked` when another runner holds it, and :class:`LedgerError` when
         the ledger belongs to another order, or the order changed (another ``fingerprint``) since
-        its first run.
+        its first run. ``fingerprint`` None: no check (the runner settles an edited order with
+        :mod:`comfyline.revisions`: it grows, shrinks, or starts a new revision).
         """
         path = Path(path)
         try:
@@ -437,7 +488,7 @@ class _LedgerFile:
     ) -> None:
         self.close()
 
-    def _init(self, fingerprint: str, comfyline_version: str) -> None:
+    def _init(self, fingerprint: str | None, comfyline_version: str) -> None:
         with self._write() as cur:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -470,9 +521,18 @@ class _LedgerFile:
                 now = self._clock()
                 cur.execute(
                     'INSERT INTO "order" VALUES (?, ?, ?, NULL, ?, ?, ?)',
-                    (self.order_id, fingerprint, OrderState.NEW.value, now, now, comfyline_version),
+                    (
+                        self.order_id,
+                        fingerprint or "",
+                        OrderState.NEW.value,
+                        now,
+                        now,
+                        comfyline_version,
+                    ),
                 )
                 return
+            if fingerprint is None:  # the caller settles edits itself (comfyline.revisions)
+                fingerprint = row[1]
             if row[1] != fingerprint and row[0] == self.order_id and _never_sent(cur):
                 # Nothing was ever sent (a pre-flight failed, the user fixed the order): the
                 # edit costs nothing, so the order starts over with its new content.
@@ -635,7 +695,167 @@ class _LedgerReads(_LedgerFile):
         return OrderStatus(self.path, self.order(), self.counts(), os.getpid(), started)
 
 
-class Ledger(_LedgerReads):
+class _LedgerRevisions(_LedgerReads):
+    """The order's history: slots dropped when it shrank, images set aside to be made again,
+    and its revisions (see :mod:`comfyline.revisions`)."""
+
+    def drop_slots(self, indexes: Iterable[int], reason: str) -> list[int]:
+        """Remove the slots ``indexes`` that are not done (the order shrank); a done slot is
+        never removed. Returns the indexes removed."""
+        dropped: list[int] = []
+        with self._write() as cur:
+            for index in indexes:
+                slot = self._get(cur, index)
+                if slot.state is SlotState.DONE:
+                    continue
+                cur.execute("DELETE FROM slot WHERE idx = ?", (index,))
+                detail = {"reason": reason, "state": slot.state.value}
+                self._event(cur, "slot.dropped", index, slot.attempt, slot.prompt_id, detail)
+                dropped.append(index)
+        return dropped
+
+    def reopen(
+        self,
+        index: int,
+        *,
+        reason: str,
+        moved_to: Sequence[str],
+        seed: int | None = None,
+        stem: str | None = None,
+    ) -> SlotRecord:
+        """Put a done (or failed) slot back to be made again, its images set aside: a re-roll
+        (``reason`` ``reroll``, a new ``seed`` and ``stem``) or a simulator's images in a real
+        run (``simulated``). Records the intent (old files, their hashes, where they go) before
+        any file moves: :func:`comfyline.revisions.settle_moves` moves them, now or after a
+        crash. The review decision and quality checks of the old images are dropped."""
+        with self._write() as cur:
+            slot = self._get(cur, index)
+            if slot.state not in (SlotState.DONE, SlotState.FAILED):
+                raise LedgerError(
+                    f"slot {index} of order {self.order_id!r} is {slot.state}: only a made (or "
+                    "failed) image can be made again"
+                )
+            entry = {
+                "reason": reason,
+                "files": list(slot.files),
+                "sha256s": list(slot.sha256s),
+                "moved_to": list(moved_to) if slot.state is SlotState.DONE else [],
+                "seed": slot.seed,
+                "new_seed": slot.seed if seed is None else int(seed),
+                "generation": slot.generation + (reason == "reroll"),
+                "backend": slot.backend,
+                "simulated": slot.simulated,
+                "at": self._clock(),
+            }
+            cur.execute(
+                "UPDATE slot SET state = ?, seed = ?, stem = ?, files = '[]', sha256s = '[]', "
+                "sizes = '[]', qc = NULL, review = NULL, error = NULL, simulated = NULL, "
+                "history = ?, updated = ? WHERE idx = ?",
+                (
+                    SlotState.PLANNED.value,
+                    str(entry["new_seed"]),
+                    slot.stem if stem is None else stem,
+                    json.dumps([*slot.history, entry]),
+                    self._clock(),
+                    index,
+                ),
+            )
+            self._event(cur, f"slot.{reason}", index, slot.attempt, slot.prompt_id, entry)
+            return self._get(cur, index)
+
+    # -- revisions -----------------------------------------------------------------------
+
+    def copy_to(self, path: Path) -> None:
+        """A consistent copy of the ledger at ``path`` (``VACUUM INTO`` a temp file, renamed)."""
+        temp = path.with_name(path.name + ".part")
+        try:
+            temp.unlink(missing_ok=True)
+            self._conn.execute("VACUUM INTO ?", (str(temp),))
+            os.replace(temp, path)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot copy the ledger {self.path} to {path}: {exc}") from exc
+
+    def identity(self) -> dict[str, str] | None:
+        """What the order's images are, field by field (hashes), as recorded; None in a ledger
+        from before revisions were recorded."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def revision(self) -> int:
+        """The order's current revision: 1 until an edit changed what its images are."""
+        return _revision(self._conn)
+
+    def revisions(self) -> list[RevisionRecord]:
+        """The earlier revisions, oldest first."""
+        return _revisions(self._conn)
+
+    def set_identity(self, fingerprint: str, identity: Mapping[str, str]) -> None:
+        """Record what the order's images are (its fingerprint and the field hashes)."""
+        with self._write() as cur:
+            cur.execute('UPDATE "order" SET fingerprint = ?', (fingerprint,))
+            cur.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity', ?)",
+                (json.dumps(dict(identity), sort_keys=True),),
+            )
+
+    def restart(self, fingerprint: str, identity: Mapping[str, str]) -> None:
+        """Start the order over with new content when nothing of it was ever sent."""
+        with self._write() as cur:
+            if not _never_sent(cur):
+                raise LedgerError(f"order {self.order_id!r} has sent prompts: it cannot restart")
+            cur.execute("DELETE FROM slot")
+            cur.execute('UPDATE "order" SET fingerprint = ?, seed_base = NULL', (fingerprint,))
+            cur.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity', ?)",
+                (json.dumps(dict(identity), sort_keys=True),),
+            )
+            self._event(cur, "order.edited", detail={"to": fingerprint})
+
+    def start_revision(
+        self,
+        fingerprint: str,
+        identity: Mapping[str, str],
+        *,
+        reason: str,
+        folder: str,
+        archive: str,
+    ) -> int:
+        """End the current revision and start the next, in one transaction: the old one is
+        listed (``folder`` its images, ``archive`` where its ledger was copied before), its
+        slots, log and readings leave this ledger, the order starts afresh with a new prompt-id
+        nonce. Returns the new revision's number."""
+        with self._write() as cur:
+            number = _revision(cur.connection)
+            images = cur.execute(
+                "SELECT coalesce(sum(json_array_length(files)), 0) FROM slot WHERE state = ?",
+                (SlotState.DONE.value,),
+            ).fetchone()[0]
+            started = cur.execute('SELECT created FROM "order"').fetchone()[0]
+            ended = self._clock()
+            cur.execute(
+                "INSERT OR REPLACE INTO revision VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (number, reason, folder, int(images), archive, started, ended),
+            )
+            for table in ("slot", "event", "reading"):
+                cur.execute(f"DELETE FROM {table}")
+            cur.execute(
+                'UPDATE "order" SET fingerprint = ?, seed_base = NULL, state = ?, created = ?, '
+                "updated = ?",
+                (fingerprint, OrderState.NEW.value, ended, ended),
+            )
+            for key, value in (
+                ("identity", json.dumps(dict(identity), sort_keys=True)),
+                ("revision", str(number + 1)),
+                ("run_nonce", uuid.uuid4().hex[:16]),
+            ):
+                cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            self._event(cur, "order.revision", detail={"revision": number + 1, "reason": reason})
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'run_nonce'").fetchone()
+        self.nonce = row[0]
+        return number + 1
+
+
+class Ledger(_LedgerRevisions):
     """The single writer of one order's ledger. Open it with :meth:`Ledger.open`.
 
     Every method that changes state commits before it returns, so what it recorded survives a
@@ -679,50 +899,56 @@ class Ledger(_LedgerReads):
     # -- slots ---------------------------------------------------------------------------
 
     def ensure_slots(self, slots: Iterable[PlannedSlot]) -> int:
-        """Record the planned slots on the first run; check them against the record after.
+        """Record the planned slots not yet recorded; check those recorded against the record.
 
-        Returns how many slots were inserted (0 on a resumed run). Raises :class:`LedgerError` when
-        the plan differs from the recorded one (same fingerprint, different plan: a bug, or a
-        comfyline upgrade that plans differently).
+        Returns how many slots were inserted (0 on a resumed run; the new ones when the order
+        grew). Raises :class:`LedgerError` when a recorded slot now plans other content (same
+        fingerprint, different plan: a bug, or a comfyline upgrade that plans differently).
+        Slots recorded but not planned any more stay: :meth:`drop_slots` settles them.
         """
         slots = list(slots)
-        rows = [_slot_row(s) for s in slots]
+        rows = {int(s.index): _slot_row(s) for s in slots}
         with self._write() as cur:
-            stored = cur.execute(
-                "SELECT idx, key, prompt, negative, seed, params FROM slot"
-            ).fetchall()
-            if not stored:
-                now = self._clock()
-                cur.executemany(
-                    "INSERT INTO slot (idx, key, prompt, negative, seed, params, state, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*r, SlotState.PLANNED.value, now) for r in rows],
-                )
-            else:
-                self._check_plan(sorted(map(_comparable, rows)), sorted(map(_comparable, stored)))
+            stored = {
+                int(r[0]): r
+                for r in cur.execute("SELECT idx, key, prompt, negative, seed, params FROM slot")
+            }
+            for index in sorted(rows.keys() & stored.keys()):
+                self._check_slot(_comparable(rows[index]), _comparable(stored[index]))
+            now = self._clock()
+            new = [rows[i] for i in sorted(rows.keys() - stored.keys())]
+            cur.executemany(
+                "INSERT INTO slot (idx, key, prompt, negative, seed, params, state, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*r, SlotState.PLANNED.value, now) for r in new],
+            )
+            if new and stored:
+                self._event(cur, "order.grown", detail={"slots": [r[0] for r in new]})
             # Sale data and file names may be filled in later (a ledger from before they were
             # recorded): they describe the slot, they do not change what it makes.
             cur.executemany(
                 "UPDATE slot SET stem = ?, title = ?, keywords = ? WHERE idx = ?",
                 [_sale_row(s) for s in slots],
             )
-        return 0 if stored else len(rows)
-
-    def _check_plan(self, planned: list[tuple[Any, ...]], stored: list[tuple[Any, ...]]) -> None:
-        if len(planned) != len(stored):
-            raise LedgerError(
-                f"order {self.order_id!r} now plans {len(planned)} slots but its ledger "
-                f"{self.path} holds {len(stored)}; delete {self.path.parent} to start over"
+            cur.executemany(
+                "UPDATE slot SET prompt_index = ?, repeat = ? WHERE idx = ? AND "
+                "(prompt_index IS NULL OR repeat IS NULL)",
+                [
+                    (getattr(s, "prompt_index", None), getattr(s, "repeat", None), int(s.index))
+                    for s in slots
+                ],
             )
+        return len(new)
+
+    def _check_slot(self, new: tuple[Any, ...], old: tuple[Any, ...]) -> None:
         names = ("index", "key", "prompt", "negative", "seed", "params")
-        for new, old in zip(planned, stored, strict=True):
-            for name, a, b in zip(names, new, old, strict=True):
-                if a != b:
-                    raise LedgerError(
-                        f"order {self.order_id!r}: slot {old[0]} now plans {name} {a!r} but its "
-                        f"ledger {self.path} recorded {b!r}; resume with the comfyline version "
-                        f"that started it, or delete {self.path.parent} to start over"
-                    )
+        for name, a, b in zip(names, new, old, strict=True):
+            if a != b and name != "key":  # the key holds the file name, which may change
+                raise LedgerError(
+                    f"order {self.order_id!r}: slot {old[0]} now plans {name} {a!r} but its "
+                    f"ledger {self.path} recorded {b!r}; resume with the comfyline version "
+                    f"that started it, or delete {self.path.parent} to start over"
+                )
 
     def mark_submitted(
         self, index: int, prompt_id: str, attempt: int, backend: str | None = None
@@ -772,11 +998,13 @@ class Ledger(_LedgerReads):
         wall_seconds: float | None = None,
         checkpoint: str | None = None,
         qc: Sequence[Mapping[str, Any]] = (),
+        simulated: bool | None = None,
     ) -> None:
         """Record that slot ``index`` is finished: its files (paths relative to the output
         folder) are written, checked, and have these sha256s. Call it after they are on disk.
         ``made_with``: the parameters used, when they differ from the planned ones; ``sizes``
-        each file's real pixel size; ``seconds`` the server's time, ``wall_seconds`` ours."""
+        each file's real pixel size; ``seconds`` the server's time, ``wall_seconds`` ours;
+        ``simulated`` whether comfyline's simulator made them."""
         if len(files) != len(sha256s) or not files:
             raise LedgerError(
                 f"slot {index} of order {self.order_id!r}: mark_done needs one sha256 per file and "
@@ -787,7 +1015,7 @@ class Ledger(_LedgerReads):
             cur.execute(
                 "UPDATE slot SET state = ?, files = ?, sha256s = ?, seconds = ?, error = NULL, "
                 "updated = ?, made_with = ?, sizes = ?, wall_seconds = ?, checkpoint = ?, "
-                "qc = ? WHERE idx = ?",
+                "qc = ?, simulated = ? WHERE idx = ?",
                 (
                     SlotState.DONE.value,
                     json.dumps(list(files)),
@@ -799,6 +1027,7 @@ class Ledger(_LedgerReads):
                     wall_seconds,
                     checkpoint,
                     json.dumps([dict(q) for q in qc]) if qc else None,
+                    None if simulated is None else int(simulated),
                     index,
                 ),
             )
@@ -1032,10 +1261,49 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _migrate(cur: sqlite3.Cursor) -> None:
     """Bring an older ledger to this schema: add the slot columns it lacks, keep every row."""
     have = {row[1] for row in cur.execute("PRAGMA table_info(slot)")}
-    for name, kind in _V2_COLUMNS:
+    for name, kind in _ADDED_COLUMNS:
         if name not in have:
             cur.execute(f"ALTER TABLE slot ADD COLUMN {name} {kind}")
     cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _revision(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def _revisions(conn: sqlite3.Connection) -> list[RevisionRecord]:
+    try:
+        rows = conn.execute(
+            "SELECT n, reason, folder, images, archive, started, ended FROM revision ORDER BY n"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a ledger from before revisions (read-only: no table)
+        return []
+    return [RevisionRecord(*row) for row in rows]
+
+
+def read_revisions(path: Path) -> tuple[int, list[RevisionRecord]]:
+    """The current revision of the ledger at ``path`` and the earlier ones (without the lock)."""
+    conn = _read_only(path)
+    try:
+        try:
+            return _revision(conn), _revisions(conn)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def read_identity(path: Path) -> dict[str, str] | None:
+    """The field hashes the ledger at ``path`` recorded (see :meth:`Ledger.identity`)."""
+    conn = _read_only(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+        return dict(json.loads(row[0])) if row else None
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _never_sent(cur: sqlite3.Cursor) -> bool:
@@ -1098,6 +1366,10 @@ def _slot_record(row: Sequence[Any]) -> SlotRecord:
         checkpoint=row[21],
         qc=tuple(json.loads(row[22])) if row[22] else (),
         review=row[23],
+        prompt_index=row[24],
+        repeat=row[25],
+        simulated=None if row[26] is None else bool(row[26]),
+        history=tuple(json.loads(row[27] or "[]")),
     )
 
 

@@ -83,8 +83,12 @@ class SlotWriter:
         plan: Plan,
         order: Order,
         notify: Callable[[str], None],
+        *,
+        folder: str = "",
     ) -> None:
         self.out = out
+        self.folder = out / folder
+        """Where the images go (a revision's own folder); the ledger names them from ``out``."""
         self.ledger = ledger
         self.plan = plan
         self.order = order
@@ -96,10 +100,11 @@ class SlotWriter:
     ) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
         self._check_ledger_in_place()
-        slot = self.plan.slots[index]
+        slot = self.plan.slot(index)
         parameters = self._png_parameters(slot, result, backend, checkpoint)
         images = [(i.data, i.width, i.height) for i in result.images]
-        written = await asyncio.to_thread(write_images, self.out, slot.stem, images, parameters)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written = await asyncio.to_thread(write_images, self.folder, slot.stem, images, parameters)
         if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
             earlier = {
                 file: check["phash"]
@@ -120,6 +125,7 @@ class SlotWriter:
             wall_seconds=result.wall_seconds or None,
             checkpoint=checkpoint,
             qc=[c.to_json() for c in checks],
+            simulated=backend.simulated,
         )
         for check in checks:
             if not check.ok:

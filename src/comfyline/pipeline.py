@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import re
 import time
@@ -45,6 +44,7 @@ from comfyline.errors import (
     ConfigError,
     GuardTripped,
     LedgerError,
+    OrderError,
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
 from comfyline.fitting import Admission, fit_backends
@@ -53,9 +53,14 @@ from comfyline.guard import OomRecovery
 from comfyline.images import TEMP_SUFFIX
 from comfyline.ledger import (
     Ledger,
+    LedgerReader,
     OrderState,
+    SlotRecord,
     SlotState,
     ledger_path,
+    read_identity,
+    read_revisions,
+    read_slots,
     read_status,
     slot_prompt_id,
 )
@@ -67,6 +72,18 @@ from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.recovery import reconcile
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
+from comfyline.revisions import (
+    SIMULATED_DIR,
+    Survey,
+    aside_name,
+    fingerprint_of,
+    identity,
+    plan_with,
+    revision_folder,
+    settle_moves,
+    start_revision,
+    survey,
+)
 from comfyline.runlog import AFTER_FREE as AFTER_FREE  # smoke.py reads it here
 from comfyline.runlog import RunLog
 from comfyline.scheduler import OomTarget, Scheduler
@@ -94,15 +111,11 @@ def output_dir(order: Order, settings: Settings) -> Path:
 
 
 def fingerprint(loaded: LoadedOrder) -> str:
-    """A hash of what the order's images are (not of its formatting, comments, title or sale
-    data, nor of when it runs), and of the content of every file it uses (CSV, profiles,
-    workflow): the ledger refuses to resume an order whose images would differ from those it
-    started."""
-    # What describes the images (sale data, quality thresholds) and when and how urgently
-    # the line runs them (priority, schedule) may change between runs.
-    exclude = {"title", "description", "sale", "qc", "priority", "schedule"}
-    text = loaded.order.model_dump_json(exclude=exclude) + loaded.sources_sha256
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """A hash of what the order's images are (not of its formatting, comments, title, sale
+    data or quality thresholds, nor of when it runs, how many images it makes or how future
+    ones are named), and of the content of every file it uses (CSV, profiles, workflow): a
+    run whose order gives another one starts a new revision (:mod:`comfyline.revisions`)."""
+    return fingerprint_of(identity(loaded))
 
 
 async def generate(
@@ -231,23 +244,23 @@ class _Run:
 
     async def execute(self) -> GenerationReport:
         db = ledger_path(self.out)
-        if _complete(db):
+        recorded = _recorded(db)
+        found = _survey(self.loaded, db, recorded)
+        line = found.message(self.out) if found is not None else None
+        if line:  # which case it is, before anything is done about it
+            self.notify(line)
+        real = _real_servers(db, recorded)
+        if _made(found, recorded, self.options.sim):
             with self._open_ledger(db):
-                return self._already_complete()
+                if self.ledger.counts().done == self.ledger.counts().total:
+                    return self._already_complete()
         async with contextlib.AsyncExitStack() as stack:
             # The servers first: none answering is an error before anything is written (and
             # a simulator that stands in says so before the run starts).
-            pool = self.options.pool or await open_pool(
-                self.settings,
-                stack,
-                urls=self.options.urls,
-                force_sim=self.options.sim,
-                sim_if_unreachable=self.options.sim_if_unreachable,
-                notify=self.notify,
-                clock=self.clock,
-                sleep=self.sleep,
-            )
+            pool = self.options.pool or await _open_pool(self, stack, real)
             with self._open_ledger(db):
+                if not any(b.simulated for b in pool.backends):
+                    _set_aside_simulated(self.ledger, self.out, self.order.id, self.notify)
                 if self.ledger.counts().done == self.ledger.counts().total:
                     return self._already_complete()
                 self.log.move_to(OrderState.QUEUED)
@@ -255,20 +268,28 @@ class _Run:
 
     @contextlib.contextmanager
     def _open_ledger(self, db: Path) -> Iterator[Ledger]:
-        print_ = fingerprint(self.loaded)
-        with Ledger.open(db, self.order.id, print_, comfyline_version=__version__) as ledger:
+        with Ledger.open(db, self.order.id, None, comfyline_version=__version__) as ledger:
             self.ledger = ledger
             self.log = RunLog(ledger, self.notify)
-            _remove_temp_files(self.out)
+            _evolve(ledger, self.loaded, self.out)
+            self.folder = revision_folder(ledger.revision())
+            _remove_temp_files(self.out, self.out / self.folder)
             self.plan = self._plan()
-            self.writer = SlotWriter(self.out, ledger, self.plan, self.order, self.notify)
-            ledger.ensure_slots(self.plan)
+            ledger.ensure_slots(self.plan.slots)
+            planned = {s.index for s in self.plan.slots}
+            beyond = [r.index for r in ledger.iter_slots() if r.index not in planned]
+            ledger.drop_slots(beyond, "the order's count went down")
+            settle_moves(ledger, self.out, self.notify)
+            self.writer = SlotWriter(
+                self.out, ledger, self.plan, self.order, self.notify, folder=self.folder
+            )
             yield ledger
 
     def _plan(self) -> Plan:
-        first = plan(self.loaded)
+        slots = self.ledger.slots()
+        first = plan_with(self.loaded, slots, self.ledger.order().seed_base)
         base = self.ledger.ensure_seed_base(first.seed_base)
-        return first if base == first.seed_base else plan(self.loaded, random_base=base)
+        return first if base == first.seed_base else plan_with(self.loaded, slots, base)
 
     def _already_complete(self) -> GenerationReport:
         """Nothing to make. A report that is not the final one (a run killed while it wrote
@@ -319,7 +340,7 @@ class _Run:
             pool=pool,
             claim=claim,
             make_request=lambda i, pid, params, attempt: self._request(
-                self.plan.slots[i], pid, params, attempt
+                self.plan.slot(i), pid, params, attempt
             ),
             finish=self._finish_slot,
             oom=self.oom,
@@ -361,7 +382,7 @@ class _Run:
             self.ledger,
             self.pool,
             scheduler,
-            request=lambda i, pid, attempt: self._request(self.plan.slots[i], pid, attempt=attempt),
+            request=lambda i, pid, attempt: self._request(self.plan.slot(i), pid, attempt=attempt),
             finish=self._finish_slot,
             notify=self.notify,
         )
@@ -469,23 +490,134 @@ def _run_start(first: Backend, pool: BackendPool) -> dict[str, Any]:
     }
 
 
-def _remove_temp_files(folder: Path) -> None:
+def _remove_temp_files(*folders: Path) -> None:
     """Delete the temp files a runner killed in the middle of an atomic write left behind.
 
-    Called with the order's lock held, so no live runner is writing them. Only the folder
-    itself: images, the report, the sheets and the chart are all written there.
+    Called with the order's lock held, so no live runner is writing them. Only the folders
+    themselves: the output folder (the report, the sheets, the chart, revision 1's images) and
+    the current revision's.
     """
-    for path in folder.glob(f".*{TEMP_SUFFIX}"):
-        if _TEMP_FILE.fullmatch(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
+    for folder in dict.fromkeys(folders):
+        for path in folder.glob(f".*{TEMP_SUFFIX}"):
+            if _TEMP_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
 
 
-def _complete(db: Path) -> bool:
-    """Whether the ledger at ``db`` holds an order whose slots are all done (read without the
-    lock; the runner checks again once it holds it)."""
-    if not db.exists():
-        return False
+def _recorded(db: Path) -> list[SlotRecord]:
+    """The slots the ledger at ``db`` holds, read without the lock ([] when none)."""
+    if not db.is_file():
+        return []
     with contextlib.suppress(LedgerError):
-        counts = read_status(db).counts
-        return counts.total > 0 and counts.done == counts.total
-    return False
+        return read_slots(db)
+    return []
+
+
+async def _open_pool(run: _Run, stack: contextlib.AsyncExitStack, real: list[str]) -> BackendPool:
+    """Open the run's servers. An order that ran on a real ComfyUI (``real``: those servers)
+    never falls back to the simulator on its own: the simulator's images would pass for the
+    order's."""
+    fallback = run.options.sim_if_unreachable
+    if real and fallback is None:
+        fallback = False
+    try:
+        return await open_pool(
+            run.settings,
+            stack,
+            urls=run.options.urls,
+            force_sim=run.options.sim,
+            sim_if_unreachable=fallback,
+            notify=run.notify,
+            clock=run.clock,
+            sleep=run.sleep,
+        )
+    except ComfyUnavailable as exc:
+        if not real or run.options.sim_if_unreachable:
+            raise
+        urls = [u for u in real if "://" in u] or [run.settings.comfyui_url]
+        command = f"comfyline run-order {run.loaded.file}" + "".join(
+            f" --comfyui {u}" for u in urls
+        )
+        raise ComfyUnavailable(
+            f"{exc}. Order {run.order.id!r} ran on a real ComfyUI ({', '.join(real)}), so it "
+            f"does not fall back to the simulator. Start the server, then resume with: {command}"
+        ) from exc
+
+
+def _survey(loaded: LoadedOrder, db: Path, recorded: list[SlotRecord]) -> Survey | None:
+    """What the run finds, read without the lock (the runner settles it with the lock)."""
+    if not db.is_file():
+        return None
+    with contextlib.suppress(LedgerError, OrderError):
+        order = read_status(db).order
+        revision, _ = read_revisions(db)
+        return survey(
+            loaded,
+            recorded,
+            stored_fingerprint=order.fingerprint,
+            stored_identity=read_identity(db),
+            revision=revision,
+            seed_base=order.seed_base,
+        )
+    return None
+
+
+def _evolve(ledger: Ledger, loaded: LoadedOrder, out: Path) -> None:
+    """Settle an edited order under the lock: start over, or start a new revision."""
+    order = ledger.order()
+    found = survey(
+        loaded,
+        ledger.slots(),
+        stored_fingerprint=order.fingerprint,
+        stored_identity=ledger.identity(),
+        revision=ledger.revision(),
+        seed_base=order.seed_base,
+    )
+    parts = identity(loaded)
+    if found.kind == "restart":
+        ledger.restart(fingerprint_of(parts), parts)
+    elif found.kind == "revision":
+        start_revision(ledger, loaded, out, found.fields)
+    else:
+        ledger.set_identity(fingerprint_of(parts), parts)
+
+
+def _set_aside_simulated(
+    ledger: Ledger, out: Path, order_id: str, notify: Callable[[str], None]
+) -> None:
+    """A real run never counts the simulator's images as made: they move to ``simulated/``
+    (recorded first) and their slots are made again, for real."""
+    made = [s for s in ledger.iter_slots(SlotState.DONE) if s.simulated]
+    for slot in made:
+        moved = [aside_name(SIMULATED_DIR, f) for f in slot.files]
+        ledger.reopen(slot.index, reason="simulated", moved_to=moved)
+    if made:
+        notify(
+            f"order {order_id!r}: {len(made)} image(s) made by the simulator are moved to "
+            f"{out / SIMULATED_DIR} and made again on the real server"
+        )
+        settle_moves(ledger, out, notify)
+
+
+def _made(found: Survey | None, recorded: list[SlotRecord], sim: bool) -> bool:
+    """Whether the order looks made already (checked again with the lock): nothing edited
+    but the count, every slot it wants done, and no simulator's image that a real run would
+    make again. Then no server is needed."""
+    if found is None or found.kind not in ("resume", "shrunk") or not recorded:
+        return False
+    wanted = {s.index for s in found.plan.slots} if found.plan else {s.index for s in recorded}
+    done = all(s.state is SlotState.DONE for s in recorded if s.index in wanted)
+    return done and (sim or not any(s.simulated for s in recorded))
+
+
+def _real_servers(db: Path, recorded: list[SlotRecord]) -> list[str]:
+    """The real ComfyUI servers the order ran on (its images', and its runs' from the log):
+    empty for an order that only ever ran on the simulator, or never ran."""
+    servers = [s.backend for s in recorded if s.simulated is False and s.backend]
+    if db.is_file():
+        with contextlib.suppress(LedgerError), LedgerReader.open(db) as view:
+            for _, event in view.events(limit=100_000):
+                if event.kind == RUN_START:
+                    for backend in event.detail.get("backends") or ():
+                        if not backend.get("simulated") and backend.get("url"):
+                            servers.append(str(backend["url"]))
+    return list(dict.fromkeys(servers))

@@ -24,6 +24,7 @@ from comfyline.ledger import (
     ledger_path,
     read_activity,
     read_backends,
+    read_revisions,
     read_status,
 )
 from comfyline.orders import find_orders, load, plan
@@ -66,6 +67,10 @@ class OrderRow:
     """Why an invalid order is invalid (its first problem)."""
     backends: tuple[BackendActivity, ...] = ()
     """Each server of its latest run: health, images made, s/image, temperature."""
+    revision: int = 1
+    """The order's current revision (a new one starts when an edit changes its images)."""
+    revisions: tuple[str, ...] = ()
+    """The earlier revisions, kept: ``r1: 6 images in ., prompt changed``."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +109,7 @@ def order_row(file: Path, settings: Settings, *, now: float | None = None) -> Or
     if not status.running and status.order.state is not OrderState.COMPLETED:
         resume = f"comfyline run-order {file}" + _server_option(activity)
     per_minute, eta = _rate(activity, counts.total - counts.done - counts.failed)
+    revision, earlier = read_revisions(db)
     return OrderRow(
         order=loaded.order.id,
         file=str(file),
@@ -119,6 +125,10 @@ def order_row(file: Path, settings: Settings, *, now: float | None = None) -> Or
         runner_pid=status.runner_pid,
         resume=resume,
         backends=read_backends(db),
+        revision=revision,
+        revisions=tuple(
+            f"r{r.number}: {r.images} images in {r.folder}, {r.reason}" for r in earlier
+        ),
     )
 
 

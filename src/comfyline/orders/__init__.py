@@ -16,7 +16,7 @@ profiles and workflow files), ``plan`` (slots), ``discover`` (many orders), ``ya
 
 from comfyline.orders.discover import OrderCheck, check_order, check_orders, find_orders
 from comfyline.orders.load import ORDER_FILE, LoadedOrder, load
-from comfyline.orders.plan import Plan, Slot, derive_seed, plan
+from comfyline.orders.plan import Placed, Plan, Slot, derive_seed, plan
 from comfyline.orders.sources import (
     BUILTIN_PREFIX,
     CSV_COLUMNS,
@@ -33,6 +33,7 @@ __all__ = [
     "ORDER_FILE",
     "LoadedOrder",
     "OrderCheck",
+    "Placed",
     "Plan",
     "Slot",
     "SourceFile",

@@ -13,7 +13,7 @@ import json
 import random
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +115,15 @@ class Plan:
     def __len__(self) -> int:
         return len(self.slots)
 
+    def slot(self, index: int) -> Slot:
+        """The slot whose index is ``index`` (indexes may have gaps once an order shrank)."""
+        if index < len(self.slots) and self.slots[index].index == index:
+            return self.slots[index]
+        for slot in self.slots:
+            if slot.index == index:
+                return slot
+        raise KeyError(index)
+
     def __iter__(self) -> Iterator[Slot]:
         return iter(self.slots)
 
@@ -126,7 +135,22 @@ def derive_seed(base: int, index: int, salt: int = 0) -> int:
     return int.from_bytes(digest[:8], "big") & SEED_MAX
 
 
-def plan(loaded: LoadedOrder, *, random_base: int | None = None) -> Plan:
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A slot an earlier run recorded: its index, seed and file stem stay as they were."""
+
+    index: int
+    seed: int
+    stem: str
+
+
+def plan(
+    loaded: LoadedOrder,
+    *,
+    random_base: int | None = None,
+    placed: Mapping[tuple[int, int], Placed] | None = None,
+    taken: Collection[int] = (),
+) -> Plan:
     """The slots of the loaded order, one per prompt sent.
 
     Deterministic: the same order, files and base give the same slots. With
@@ -134,6 +158,11 @@ def plan(loaded: LoadedOrder, *, random_base: int | None = None) -> Plan:
     resume) and drawn now otherwise; ``Plan.seed_base`` says which. Raises
     :class:`OrderError` (located at ``output.naming``) when the slots' file names clash or
     some system refuses one.
+
+    ``placed``: the slots a ledger recorded, by (prompt index, repeat); they keep their index,
+    seed and file name, and the slots not placed (the order grew) take the next indexes after
+    ``taken`` (every index recorded), their seeds from the seed policy. ``Plan.slots`` is then
+    ordered by index, which may have gaps (:meth:`Plan.slot` finds one).
     """
     order = loaded.order
     base = _seed_base(order, random_base)
@@ -144,16 +173,23 @@ def plan(loaded: LoadedOrder, *, random_base: int | None = None) -> Plan:
     shared = _shared_identity(order, params)
     slots: list[Slot] = []
     used: set[int] = {entry.seed for _, entry in prompts if entry.seed is not None}
+    placed = placed or {}
+    used |= {p.seed for p in placed.values()}
+    next_index = max([*taken, *(p.index for p in placed.values())], default=-1) + 1
     for prompt_index, (values, entry) in enumerate(prompts):
         prompt = _join([entry.prompt, *(p.prompt for p in loaded.profiles)])
         negative = _join([order.negative, entry.negative, *(p.negative for p in loaded.profiles)])
         title, keywords = _title(order, entry, values), _keywords(order, entry, values)
         for repeat in range(per_prompt):
-            index = len(slots)
-            seed = _slot_seed(base, index, repeat, entry, used)
-            stem = order.output.naming.format(
-                index=index, number=index + 1, seed=seed, id=order.id, level=order.quality
-            )
+            spot = placed.get((prompt_index, repeat))
+            if spot is not None:
+                index, seed, stem = spot.index, spot.seed, spot.stem
+            else:
+                index, next_index = next_index, next_index + 1
+                seed = _slot_seed(base, index, repeat, entry, used)
+                stem = order.output.naming.format(
+                    index=index, number=index + 1, seed=seed, id=order.id, level=order.quality
+                )
             slots.append(
                 Slot(
                     index=index,
@@ -171,6 +207,7 @@ def plan(loaded: LoadedOrder, *, random_base: int | None = None) -> Plan:
                     variables=values,
                 )
             )
+    slots.sort(key=lambda slot: slot.index)
     problems = _name_problems(loaded, slots)
     if problems:
         raise OrderError(problems)

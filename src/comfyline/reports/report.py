@@ -111,6 +111,24 @@ class ReportImage(_Model):
     )
     duplicate_of: str | None = Field(default=None, description="the earlier near-duplicate")
     review: str | None = Field(default=None, description="approved, rejected, or null")
+    simulated: bool | None = Field(
+        default=None,
+        description="true: made by comfyline's simulator (synthetic); null: not recorded",
+    )
+    history: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="earlier images of the slot, set aside (re-roll, simulator), oldest first",
+    )
+
+
+class ReportRevision(_Model):
+    """An earlier revision of the order, kept (see docs/ORDER_CONTRACT.md, "Edits")."""
+
+    revision: int
+    reason: str = Field(description="what changed, e.g. 'prompt changed'")
+    folder: str = Field(description="its images' folder, relative to the report's")
+    images: int = Field(description="how many images it made")
+    archive: str = Field(description="its ledger and report, relative to the report's folder")
 
 
 class ReportError(_Model):
@@ -196,6 +214,10 @@ class GenerationReport(_Model):
     errors: list[ReportError]
     guard_events: list[ReportGuardEvent]
     readings: list[ReportReading]
+    revision: int = Field(default=1, description="the order's current revision (1, 2, ...)")
+    revisions: list[ReportRevision] = Field(
+        default_factory=list, description="the earlier revisions, kept, oldest first"
+    )
 
 
 def build_report(
@@ -215,6 +237,8 @@ def build_report(
     report_dir: Path,
     now: datetime | None = None,
     backend_events: Sequence[LedgerEvent] = (),
+    revision: int = 1,
+    revisions: Sequence[ReportRevision] = (),
 ) -> GenerationReport:
     """Assemble the report from the ledger's slots, events and readings.
 
@@ -246,6 +270,8 @@ def build_report(
         errors=[_error(s) for s in failed],
         guard_events=[_guard_event(e, start) for e in events if e.kind.startswith("guard.")],
         readings=[_reading(r, start) for r in readings],
+        revision=revision,
+        revisions=list(revisions),
     )
 
 
@@ -322,6 +348,8 @@ def _images(
             qc_flags=list(slot.qc[i].get("flags", ())) if i < len(slot.qc) else [],
             duplicate_of=slot.qc[i].get("duplicate_of") if i < len(slot.qc) else None,
             review=slot.review,
+            simulated=slot.simulated,
+            history=[dict(h) for h in slot.history],
         )
         for i, (f, sha) in enumerate(zip(slot.files, slot.sha256s, strict=True))
     ]

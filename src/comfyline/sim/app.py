@@ -136,7 +136,7 @@ class _Routes:
     async def system_stats(self, request: Request) -> Response:
         sim = self.sim
         device: dict[str, Any] = {
-            "name": "cuda:0 Simulated GPU (comfyline) : cudaMallocAsync",
+            "name": sim.config.device_name,
             "type": "cuda",
             "index": 0,
             "vram_total": sim.config.vram_total_bytes,

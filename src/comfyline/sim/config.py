@@ -117,6 +117,9 @@ class SimConfig:
     #: Real seconds per model second (0.01 = 100x faster than real time).
     time_scale: float = 1.0
     checkpoints: tuple[str, ...] = ("sim-sd15.safetensors",)
+    #: The card's name in /system_stats; comfyline tells its simulator by it. Tests that need
+    #: a server comfyline takes for a real ComfyUI give another name.
+    device_name: str = "cuda:0 Simulated GPU (comfyline) : cudaMallocAsync"
     loras: tuple[str, ...] = ()
     upscale_models: tuple[str, ...] = ()
     #: Scale factor of ImageUpscaleWithModel.
