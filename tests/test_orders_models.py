@@ -125,6 +125,7 @@ def test_a_workflow_without_a_checkpoint_loader_refuses_loras(tmp_path: Path) ->
         ("negative", "type: single\nprompt: a mug\nnegative: <lora:bad:1>\n"),
         ("template", "type: variations\ntemplate: a {c} mug <lora:x:1>\nvariables: {c: [red]}\n"),
         ("prompts[0].prompt", "type: list\nprompts: ['a mug <LORA:detail>']\n"),
+        ("variables.c[0]", "type: variations\ntemplate: a {c} mug\nvariables: {c: ['<lora:x>']}\n"),
     ],
 )
 def test_an_a1111_lora_tag_is_refused_with_the_loras_key(

@@ -103,8 +103,8 @@ def test_several_orders_are_all_checked_whatever_the_others_hold(
 
     assert result.exit_code == 2
     assert result.stdout.splitlines() == [
-        f"ok: {good} (single, 1 images, level standard, fits {sim.url} with checkpoint "
-        f"{CHECKPOINTS[0]})"
+        f"ok: {good} (single, 1 images, level standard; fits the ComfyUI server at {sim.url}, "
+        f"checkpoint {CHECKPOINTS[0]})"
     ]
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"{missing}:4:13: checkpoint: 'gone.ckpt' is not a checkpoint")
@@ -127,7 +127,7 @@ def test_the_checkpoint_setting_settles_an_order_that_names_none(
         result = _validate("--comfyui", sim.url, str(order))
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.endswith(f"with checkpoint {CHECKPOINTS[1]})\n")
+    assert result.stdout.endswith(f"checkpoint {CHECKPOINTS[1]})\n")
 
 
 def test_plain_validate_refuses_a_graph_with_two_samplers(tmp_path: Path) -> None:
@@ -164,3 +164,20 @@ def test_an_unreachable_server_is_not_an_invalid_order(tmp_path: Path) -> None:
 
     assert result.exit_code != 2
     assert "ok:" not in result.stdout
+
+
+def test_a_missing_checkpoint_from_the_setting_says_where_it_came_from(
+    make_sim: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    order = _order(tmp_path, "mugs", "type: single\nprompt: a mug\n")
+    monkeypatch.setenv("COMFYLINE_CHECKPOINT", "tiny-sd15")
+    with make_sim(checkpoints=CHECKPOINTS) as sim:
+        result = _validate("--comfyui", sim.url, str(order))
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"{order}: 'tiny-sd15' (the checkpoint setting, COMFYLINE_CHECKPOINT) is not a "
+        f"checkpoint on {sim.url}; did you mean 'tiny-sd15.safetensors'? (it has: "
+        f"{', '.join(CHECKPOINTS)}); put it in ComfyUI's models/checkpoints folder or name one "
+        "of those"
+    )

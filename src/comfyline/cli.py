@@ -161,7 +161,8 @@ def validate_command(
     for check in checks:
         checkpoint, found = on_server.get(check.path, (None, []))
         if check.ok and not found and check.order is not None and check.plan is not None:
-            fits = f", fits {comfyui} with checkpoint {checkpoint}" if comfyui else ""
+            fits = f"; fits the ComfyUI server at {comfyui}, checkpoint {checkpoint}"
+            fits = fits if comfyui else ""
             typer.echo(
                 f"ok: {check.path} ({check.order.type}, {check.plan.images} images, "
                 f"level {check.order.quality}{fits})"

@@ -142,7 +142,8 @@ class _Found:
         at = ("checkpoint",) if self.loaded.order.checkpoint is not None else None
         available = combo_options(info, "CheckpointLoaderSimple", "ckpt_name")
         if name is not None:
-            if self.name(info, ("CheckpointLoaderSimple", "ckpt_name"), name, at):
+            unset = " (the checkpoint setting, COMFYLINE_CHECKPOINT)"
+            if self.name(info, ("CheckpointLoaderSimple", "ckpt_name"), name, at, unset=unset):
                 return name
             return None
         if len(available) == 1:
@@ -168,15 +169,17 @@ class _Found:
         value: str,
         at: tuple[str | int, ...] | None,
         what: str = "",
+        unset: str = " (the quality level's)",
     ) -> bool:
         """Whether ``value`` is one of the server's choices for ``where`` (class, input); if
-        not, a problem at ``at`` with the closest choice."""
+        not, a problem at ``at`` with the closest choice (``at`` None: the order did not set
+        the value; ``unset`` says where it came from)."""
         allowed = combo_options(info, *where)
         if where[0] not in info or value in allowed:
             return True  # a missing node class is the graph check's to report
         self.skipped.add((where[1], value))
         kind, folder = _KINDS.get(where[1], (what, ""))
-        source = "" if at is not None else " (the quality level's)"
+        source = "" if at is not None else unset
         listed = ", ".join(allowed[:12]) + (
             f" and {len(allowed) - 12} more" if len(allowed) > 12 else ""
         )

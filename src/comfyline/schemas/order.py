@@ -165,7 +165,7 @@ def _variable_value(value: object) -> str:
         raise ValueError(f"must be text or a number, got {type(value).__name__} {value!r}")
     if len(value) > 1000:
         raise ValueError(f"is {len(value)} characters long; at most 1000")
-    return _not_blank(value)
+    return _no_lora_tag(_not_blank(value))
 
 
 VariableValue = Annotated[str, PlainValidator(_variable_value)]
