@@ -36,6 +36,9 @@ EXAMPLES = [
         "orders/list-inline/project.yaml",
         "orders/list-csv/project.yaml",
         "orders/list-csv/prompts.csv",
+        "orders/lora-product/project.yaml",
+        "orders/vae-portrait/project.yaml",
+        "orders/aspect-banner/project.yaml",
         "profiles.yaml",
     )
 ]

@@ -98,6 +98,7 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None
         "max, experimental)",
         "project.yaml:8:1: sed: unknown key 'sed' (did you mean 'seed'?) (allowed: id, title, "
         "description, quality, overrides, count, negative, profiles, profiles_file, checkpoint, "
+        "loras, vae, aspect, "
         "seed, output, sale, qc, workflow, nodes, inputs, priority, schedule, type, template, "
         "variables, mode, sample)",
     ]

@@ -29,7 +29,12 @@ EXAMPLES = sorted(p.parent.name for p in EXAMPLE_ORDERS.glob("*/project.yaml"))
 @pytest.fixture(scope="module")
 def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorHandle]:
     """One simulator for the module: starting one per test costs more than the test."""
-    with running_simulator(sim_config(tmp_path_factory.mktemp("sim"))) as handle:
+    # The LoRA and VAE the example orders lora-product and vae-portrait name.
+    models = {
+        "loras": ("tiny-lora.safetensors",),
+        "vaes": ("vae-ft-mse-840000-ema-pruned.safetensors",),
+    }
+    with running_simulator(sim_config(tmp_path_factory.mktemp("sim"), **models)) as handle:
         yield handle
 
 

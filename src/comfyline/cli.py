@@ -59,6 +59,7 @@ def sim_command(
         ["sim-sd15.safetensors"], help="Checkpoint name the server offers (repeatable)."
     ),
     lora: list[str] = typer.Option([], help="LoRA name the server offers (repeatable)."),  # noqa: B008
+    vae: list[str] = typer.Option([], help="VAE name the server offers (repeatable)."),  # noqa: B008
     upscale_model: list[str] = typer.Option(  # noqa: B008
         [], help="Upscale model name the server offers (repeatable)."
     ),
@@ -84,6 +85,7 @@ def sim_command(
         time_scale=time_scale,
         checkpoints=tuple(checkpoint),
         loras=tuple(lora),
+        vaes=tuple(vae),
         upscale_models=tuple(upscale_model),
         object_info_files=tuple(object_info),
         output_dir=output_dir,
@@ -143,50 +145,57 @@ def validate_command(
     comfyui: str | None = typer.Option(
         None,
         "--comfyui",
-        help="Also check each valid order's graph against this ComfyUI server (no generation).",
+        help="Also check each valid order against this ComfyUI server (no generation).",
     ),
 ) -> None:
     """Check orders without generating or writing anything; exit 2 if any is invalid.
 
-    Every problem is printed to stderr as ``file:line:column: field: message``.
+    Every problem of every order is printed to stderr as ``file:line:column: field: message``;
+    ``ok:`` is printed only for an order with none.
     """
     from comfyline.orders import check_orders
 
     checks, problems = check_orders(paths)
-    server_failures: list[str] = []
+    on_server = _check_on_server([c for c in checks if c.ok], comfyui) if comfyui else {}
+    bad = 0
     for check in checks:
-        if check.ok and check.order is not None and check.plan is not None:
+        checkpoint, found = on_server.get(check.path, (None, []))
+        if check.ok and not found and check.order is not None and check.plan is not None:
+            fits = f"; fits the ComfyUI server at {comfyui}, checkpoint {checkpoint}"
+            fits = fits if comfyui else ""
             typer.echo(
                 f"ok: {check.path} ({check.order.type}, {check.plan.images} images, "
-                f"level {check.order.quality})"
+                f"level {check.order.quality}{fits})"
             )
-            if comfyui:
-                server_failures += _check_on_server(check.path, comfyui)
-        problems += check.problems
+        else:
+            bad += 1
+        problems += [*check.problems, *found]
     for problem in problems:
         typer.echo(str(problem), err=True)
-    for failure in server_failures:
-        typer.echo(failure, err=True)
-    if problems or server_failures:
-        bad = sum(1 for check in checks if not check.ok) + len(server_failures)
-        count = len(problems) + len(server_failures)
-        typer.echo(f"{count} problem(s) in {bad or count} order(s)", err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) in {bad or len(problems)} order(s)", err=True)
         raise typer.Exit(code=2)
 
 
-def _check_on_server(path: Path, url: str) -> list[str]:
-    """The server check of one valid order: [] when it fits, else one error text."""
+def _check_on_server(checks: list[Any], url: str) -> dict[Path, tuple[str | None, list[Any]]]:
+    """Every problem of each valid order on the server at ``url``, by order file."""
     import asyncio
 
-    from comfyline.errors import WorkflowError
-    from comfyline.pipeline import check_against_server
+    from comfyline.comfy import ComfyUIAdapter, Endpoint
+    from comfyline.orders.graphs import slot_graph_request
+    from comfyline.preflight import check_orders_on_server
     from comfyline.settings import Settings
 
-    try:
-        typer.echo(asyncio.run(check_against_server(path, Settings(comfyui_url=url))))
-    except WorkflowError as exc:  # the graph does not fit: a finding, like a bad field
-        return [f"{path}: {exc}"]
-    return []
+    settings = Settings(comfyui_url=url)
+    orders = [(c.loaded, slot_graph_request(c.loaded, c.plan.slots[0])) for c in checks]
+
+    async def check() -> list[tuple[str | None, list[Any]]]:
+        async with ComfyUIAdapter(Endpoint.from_settings(settings)) as comfy:
+            await comfy.check_ready()
+            return await check_orders_on_server(comfy, orders, settings.checkpoint)
+
+    results = asyncio.run(check()) if orders else []
+    return {c.path: result for c, result in zip(checks, results, strict=True)}
 
 
 @app.command("run-order")

@@ -55,7 +55,7 @@ def write_outputs(
         backend=backend,
         comfyline_version=__version__,
         level=level,
-        parameters=parameters,
+        parameters={**parameters, **order.models_used},
         sale=order.sale.model_dump(mode="json") if order.sale else None,
         slots=ledger.slots(),
         events=[e for e in events if e.kind.startswith("guard.")],  # the report lists the guard's

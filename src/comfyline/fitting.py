@@ -16,7 +16,7 @@ from comfyline.backends import Backend
 from comfyline.errors import ComfyError, ConfigError, NoFittingBackend, WorkflowError
 from comfyline.generation import GenerationRequest
 from comfyline.ledger import Ledger
-from comfyline.preflight import preflight
+from comfyline.preflight import ensure_same_checkpoint, preflight
 
 __all__ = ["Admission", "Fit", "fit_backends", "fits"]
 
@@ -78,6 +78,8 @@ class Admission:
         self.notify = notify
         self.request = request
         self.checkpoint = fit.checkpoint
+        first = fit.backends[0]  # a resume on a server that now resolves another checkpoint
+        ensure_same_checkpoint(ledger, fit.checkpoint, first.url, simulated=first.simulated)
         for backend, why in fit.left_out:
             self.left_out(backend, why)
 

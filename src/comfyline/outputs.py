@@ -176,6 +176,7 @@ class SlotWriter:
             "prompt_id": result.prompt_id,
             "server": "comfyline simulator" if backend.simulated else backend.url,
         }
+        parameters.update(self.order.models_used)
         if slot.title:
             parameters["title"] = slot.title
         if slot.keywords:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comfyline.errors import OrderError, Problem
+from comfyline.orders.graphs import graph_problems
 from comfyline.orders.load import ORDER_FILE, LoadedOrder, load
 from comfyline.orders.plan import Plan, plan
 from comfyline.schemas.order import Order
@@ -66,14 +67,16 @@ class OrderCheck:
 
 
 def check_order(path: Path) -> OrderCheck:
-    """Load and plan one order file without generating or writing anything."""
+    """Load and plan one order file and fill its first slot into its graph, without
+    generating or writing anything."""
     try:
         loaded = load(path)
         # The count does not depend on the base: plan with 0 rather than drawing one.
         planned = plan(loaded, random_base=0)
     except OrderError as exc:
         return OrderCheck(path=path, problems=exc.problems)
-    return OrderCheck(path=path, loaded=loaded, plan=planned)
+    problems = graph_problems(loaded, planned.slots[0])
+    return OrderCheck(path=path, loaded=loaded, plan=planned, problems=tuple(problems))
 
 
 def check_orders(paths: Iterable[Path | str]) -> tuple[list[OrderCheck], list[Problem]]:

@@ -271,13 +271,19 @@ def _combinations(order: VariationsOrder, base: int) -> Iterator[dict[str, str]]
 
 
 def _shared_identity(order: Order, params: GenerationParams) -> dict[str, Any]:
-    return {
+    shared: dict[str, Any] = {
         "params": params.model_dump(mode="json"),
         "checkpoint": order.checkpoint,
         "workflow": order.workflow,
         "inputs": order.inputs,
         "nodes": order.nodes.model_dump(exclude_none=True),
     }
+    # Only when set, so that the keys of orders without them stay as they were.
+    if order.loras:
+        shared["loras"] = [lora.model_dump(mode="json") for lora in order.loras]
+    if order.vae is not None:
+        shared["vae"] = order.vae
+    return shared
 
 
 def _key(shared: dict[str, Any], prompt: str, negative: str, seed: int, stem: str) -> str:

@@ -16,7 +16,7 @@ import io
 import json
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from comfyline.schemas.order import (
     suggest,
 )
 from comfyline.workflows import BUILTIN, Workflow, parse_graph
+from comfyline.workflows.models import add_models
 
 SHARED_PROFILES_FILE = "profiles.yaml"
 CSV_COLUMNS = ("prompt", "negative", "seed", "title", "keywords")
@@ -126,7 +127,7 @@ def resolve(order: Order, folder: Path, doc: YamlDocument) -> tuple[Resolved, li
     reader = _Reader(order, folder, doc)
     entries = _list_entries(reader)
     profiles = _order_profiles(reader)
-    workflow = _workflow(reader)
+    workflow = _with_models(reader, _workflow(reader))
     if isinstance(order, ListOrder) and order.prompts_file and entries:
         total = len(entries) * order.count
         if total > MAX_IMAGES:
@@ -482,6 +483,26 @@ def _workflow(reader: _Reader) -> Workflow | None:
         reader.refuse("workflow", f"cannot read {named!r}: {reason}")
         return None
     return _graph(reader, target, raw)
+
+
+def _with_models(reader: _Reader, workflow: Workflow | None) -> Workflow | None:
+    """The order's graph grown with its ``loras`` and ``vae`` (see
+    :mod:`comfyline.workflows.models`); the default txt2img is used when none is named."""
+    order = reader.order
+    if not order.loras and order.vae is None:
+        return workflow
+    if workflow is None:
+        if order.workflow is not None:
+            return None  # the workflow itself was refused; that is reported already
+        workflow = Workflow.builtin("txt2img")
+    loras = [(lora.name, *lora.strengths) for lora in order.loras]
+    named = order.nodes.checkpoint or workflow.roles.get("checkpoint")
+    try:
+        graph = add_models(workflow.graph, loras, order.vae, named)
+    except WorkflowError as exc:
+        reader.refuse("loras" if order.loras else "vae", str(exc))
+        return None
+    return replace(workflow, graph=graph)
 
 
 def _graph(reader: _Reader, target: Path, raw: bytes) -> Workflow | None:

@@ -41,6 +41,8 @@ _INFOTEXT_FIELDS = (
     ("seed", "Seed"),
     ("size", "Size"),
     ("checkpoint", "Model"),
+    ("vae", "VAE"),
+    ("loras", "LoRAs"),
     ("denoise", "Denoising strength"),
     ("batch_size", "Batch size"),
 )
@@ -48,7 +50,8 @@ _INFOTEXT_FIELDS = (
 
 def infotext(params: Mapping[str, Any]) -> str:
     """The A1111 ``parameters`` text of ``params`` (keys: prompt, negative, steps, sampler,
-    scheduler, cfg, seed, width, height, checkpoint, denoise, batch_size; all optional).
+    scheduler, cfg, seed, width, height, checkpoint, vae, loras, denoise, batch_size; all
+    optional; ``loras`` a list of ``{name, strength, clip_strength}``).
 
     >>> infotext({"prompt": "a cat", "steps": 8, "seed": 1, "width": 64, "height": 64})
     'a cat\\nSteps: 8, Seed: 1, Size: 64x64'
@@ -58,6 +61,10 @@ def infotext(params: Mapping[str, Any]) -> str:
         values["size"] = f"{values['width']}x{values['height']}"
     if values.get("denoise") == 1.0:
         values.pop("denoise")  # A1111 writes the strength only for img2img / hires passes
+    if values.get("loras"):  # "name:0.6:0.6, other:1.0:1.0" (model and clip strengths)
+        values["loras"] = ", ".join(
+            f"{lora['name']}:{lora['strength']}:{lora['clip_strength']}" for lora in values["loras"]
+        )
     if values.get("batch_size") == 1:
         values.pop("batch_size")
     fields = [

@@ -165,10 +165,68 @@ def _variable_value(value: object) -> str:
         raise ValueError(f"must be text or a number, got {type(value).__name__} {value!r}")
     if len(value) > 1000:
         raise ValueError(f"is {len(value)} characters long; at most 1000")
-    return _not_blank(value)
+    return _no_lora_tag(_not_blank(value))
 
 
 VariableValue = Annotated[str, PlainValidator(_variable_value)]
+
+# A1111's prompt syntax for a LoRA; ComfyUI passes it to the text encoder as plain words.
+_LORA_TAG_RE = re.compile(r"<lora:([^:>]*)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
+
+
+def _no_lora_tag(value: str) -> str:
+    found = _LORA_TAG_RE.search(value)
+    if found:
+        name = found.group(1).strip() or "NAME"
+        strength = found.group(2).strip() if found.group(2) else "1.0"
+        raise ValueError(
+            f"{found.group(0)!r} is A1111 syntax: ComfyUI reads it as plain text and applies no "
+            f"LoRA; remove it from the text and add to the order: "
+            f"loras: [{{name: {name}.safetensors, strength: {strength}}}]"
+        )
+    return value
+
+
+PromptText = Annotated[Text, AfterValidator(_no_lora_tag)]
+NonBlankPrompt = Annotated[NonBlank, AfterValidator(_no_lora_tag)]
+
+ASPECTS: Mapping[str, tuple[int, int]] = {
+    "1:1": (1, 1),
+    "3:2": (3, 2),
+    "2:3": (2, 3),
+    "16:9": (16, 9),
+    "9:16": (9, 16),
+}
+"""The ``aspect`` values an order may give, as (width, height) ratios."""
+
+
+def aspect_size(side: int, aspect: str) -> tuple[int, int]:
+    """(width, height) of ``aspect`` holding about the pixels of a ``side`` x ``side`` square,
+    each rounded to the nearest multiple of 8 (ComfyUI's latents are 1/8 of the image).
+
+    >>> aspect_size(320, "3:2")
+    (392, 264)
+    """
+    across, down = ASPECTS[aspect]
+    ratio = math.sqrt(across / down)
+    return _round8(side * ratio), _round8(side / ratio)
+
+
+def _aspect_value(value: object) -> object:
+    # YAML 1.1 reads an unquoted 3:2 as the base-60 number 182 (3*60+2): take it back to the
+    # text that was written. No one writes `aspect: 182`; any other number is refused as such.
+    if isinstance(value, int) and not isinstance(value, bool):
+        for name, (across, down) in ASPECTS.items():
+            if value == across * 60 + down:
+                return name
+    return value
+
+
+Aspect = Annotated[Literal["1:1", "3:2", "2:3", "16:9", "9:16"], BeforeValidator(_aspect_value)]
+
+
+def _round8(value: float) -> int:
+    return max(8, int(math.floor(value / 8 + 0.5)) * 8)
 
 
 class _Model(BaseModel):
@@ -192,6 +250,34 @@ class Overrides(_Model):
         default=None, ge=1, le=64, description="Images per prompt sent (one slot)."
     )
     denoise: float | None = Field(default=None, gt=0, le=1, description="Denoising strength.")
+
+
+def _lora_entry(value: object) -> object:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class LoraSpec(_Model):
+    """One LoRA applied to the checkpoint (a LoraLoader node in the graph)."""
+
+    name: ShortText = Field(description="LoRA file name on the server (models/loras).")
+    strength: float = Field(
+        default=1.0, ge=-100, le=100, description="Strength on the model (strength_model)."
+    )
+    clip_strength: float | None = Field(
+        default=None,
+        ge=-100,
+        le=100,
+        description="Strength on the text encoder (strength_clip); default: strength.",
+    )
+
+    @property
+    def strengths(self) -> tuple[float, float]:
+        """(model, clip) strengths as the LoraLoader node takes them."""
+        clip = self.strength if self.clip_strength is None else self.clip_strength
+        return self.strength, clip
+
+
+LoraEntry = Annotated[LoraSpec, BeforeValidator(_lora_entry)]
 
 
 class SeedPolicy(_Model):
@@ -339,8 +425,8 @@ class NodeNames(_Model):
 class Profile(_Model):
     """A named, reusable addition to prompts: text appended to the prompt and to the negative."""
 
-    prompt: Text = Field(default="", description="Appended to the prompt.")
-    negative: Text = Field(default="", description="Appended to the negative prompt.")
+    prompt: PromptText = Field(default="", description="Appended to the prompt.")
+    negative: PromptText = Field(default="", description="Appended to the negative prompt.")
     description: Text = Field(default="", description="What the profile is for.")
 
     @model_validator(mode="after")
@@ -355,8 +441,8 @@ class Profile(_Model):
 class PromptEntry(_Model):
     """One prompt of a list order: inline (a string or a mapping) or a CSV row."""
 
-    prompt: NonBlank = Field(description="The prompt text.")
-    negative: Text = Field(default="", description="Added to the order's negative.")
+    prompt: NonBlankPrompt = Field(description="The prompt text.")
+    negative: PromptText = Field(default="", description="Added to the order's negative.")
     seed: int | None = Field(
         default=None,
         ge=0,
@@ -388,7 +474,7 @@ class OrderBase(_Model):
     )
     overrides: Overrides = Field(default_factory=Overrides, description="Changes to the level.")
     count: int = Field(default=1, ge=1, le=MAX_IMAGES, description="Images per prompt.")
-    negative: Text = Field(default="", description="Negative prompt for every image.")
+    negative: PromptText = Field(default="", description="Negative prompt for every image.")
     profiles: Annotated[tuple[ProfileName, ...], Strict(False)] = Field(
         default=(), description="Prompt profiles applied to every prompt, in order."
     )
@@ -397,6 +483,15 @@ class OrderBase(_Model):
     )
     checkpoint: ShortText | None = Field(
         default=None, description="Checkpoint file name on the server (default: settings)."
+    )
+    loras: Annotated[tuple[LoraEntry, ...], Strict(False), Field(max_length=20)] = Field(
+        default=(), description="LoRAs applied in this order: [{name, strength}]."
+    )
+    vae: ShortText | None = Field(
+        default=None, description="VAE file name on the server (default: the checkpoint's)."
+    )
+    aspect: Aspect | None = Field(
+        default=None, description="Image shape at the level's pixel count (see the table)."
     )
     seed: SeedPolicy = Field(default_factory=SeedPolicy, description="The seed policy.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Output folder, naming.")
@@ -425,7 +520,29 @@ class OrderBase(_Model):
     @property
     def params(self) -> GenerationParams:
         """The effective generation parameters: the level's, with ``overrides`` applied."""
-        return params_for(self.quality, **self.overrides.model_dump(exclude_none=True))
+        changes = self.overrides.model_dump(exclude_none=True)
+        if self.aspect is not None:
+            side = params_for(self.quality).width  # the levels are square
+            changes["width"], changes["height"] = aspect_size(side, self.aspect)
+        return params_for(self.quality, **changes)
+
+    @property
+    def models_used(self) -> dict[str, object]:
+        """The order's ``loras`` and ``vae`` as the report and each PNG record them (only
+        those it sets): ``{"loras": [{"name", "strength", "clip_strength"}], "vae": NAME}``."""
+        used: dict[str, object] = {}
+        if self.loras:
+            used["loras"] = [
+                {
+                    "name": lora.name,
+                    "strength": lora.strengths[0],
+                    "clip_strength": lora.strengths[1],
+                }
+                for lora in self.loras
+            ]
+        if self.vae is not None:
+            used["vae"] = self.vae
+        return used
 
     @property
     def batch_size(self) -> int:
@@ -452,6 +569,7 @@ class OrderBase(_Model):
                 f"count ({self.count}) must be a multiple of "
                 f"overrides.batch_size ({batch}): {hint}",
             )
+        self._model_rules(rules)
         for position, name in enumerate(self.profiles):
             if name in self.profiles[:position]:
                 rules.add(("profiles", position), f"profile {name!r} is listed twice")
@@ -463,6 +581,20 @@ class OrderBase(_Model):
                     f"{key!r} must be '<node title or id>.<input name>', "
                     "e.g. 'KSampler.denoise' or '3.steps'",
                 )
+
+    def _model_rules(self, rules: _Violations) -> None:
+        if self.aspect is not None:
+            for key in ("width", "height"):
+                if getattr(self.overrides, key) is not None:
+                    rules.add(
+                        ("overrides", key),
+                        f"aspect {self.aspect!r} sets the width and height: remove "
+                        f"overrides.{key}, or remove aspect and give both sizes",
+                    )
+        names = [lora.name for lora in self.loras]
+        for position, name in enumerate(names):
+            if name in names[:position]:
+                rules.add(("loras", position), f"LoRA {name!r} is listed twice")
 
     def _sale_rules(self, rules: _Violations, variables: Sequence[str]) -> None:
         # sale.title is a template over the variation values: `{fruit} on a {surface}`.
@@ -500,7 +632,7 @@ class SingleOrder(OrderBase):
     """One prompt, ``count`` images."""
 
     type: Literal["single"] = Field(description="single | variations | list")
-    prompt: NonBlank = Field(description="The prompt (single orders).")
+    prompt: NonBlankPrompt = Field(description="The prompt (single orders).")
 
     @model_validator(mode="after")
     def _rules(self) -> SingleOrder:
@@ -515,7 +647,7 @@ class VariationsOrder(OrderBase):
     or a seeded sample of ``sample`` combinations; ``count`` images of each."""
 
     type: Literal["variations"] = Field(description="single | variations | list")
-    template: NonBlank = Field(description="Prompt with {variable} placeholders.")
+    template: NonBlankPrompt = Field(description="Prompt with {variable} placeholders.")
     variables: dict[
         Annotated[str, Field(max_length=64)],
         Annotated[tuple[VariableValue, ...], Strict(False)],
@@ -752,6 +884,7 @@ def folder_problem(folder: str) -> str | None:
 
 
 __all__ = [
+    "ASPECTS",
     "COMFY_SEED_MAX",
     "DEFAULT_NAMING",
     "MAX_IMAGES",
@@ -759,6 +892,7 @@ __all__ = [
     "ORDER_TYPES",
     "SEED_MAX",
     "ListOrder",
+    "LoraSpec",
     "NodeNames",
     "Order",
     "OrderBase",
@@ -771,6 +905,7 @@ __all__ = [
     "SeedPolicy",
     "SingleOrder",
     "VariationsOrder",
+    "aspect_size",
     "folder_problem",
     "naming_problem",
     "order_adapter",

@@ -182,6 +182,7 @@ class _Routes:
         lists = {
             "checkpoints": self.sim.config.checkpoints,
             "loras": self.sim.config.loras,
+            "vae": self.sim.config.vaes,
             "upscale_models": self.sim.config.upscale_models,
         }
         if folder not in _MODEL_FOLDERS:

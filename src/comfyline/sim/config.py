@@ -121,6 +121,8 @@ class SimConfig:
     #: a server comfyline takes for a real ComfyUI give another name.
     device_name: str = "cuda:0 Simulated GPU (comfyline) : cudaMallocAsync"
     loras: tuple[str, ...] = ()
+    #: VAE files (models/vae); VAELoader also offers "pixel_space", as ComfyUI does.
+    vaes: tuple[str, ...] = ()
     upscale_models: tuple[str, ...] = ()
     #: Scale factor of ImageUpscaleWithModel.
     upscale_model_factor: int = 4
@@ -144,7 +146,7 @@ class SimConfig:
         if self.time_scale <= 0:
             raise ConfigError(f"SimConfig.time_scale must be > 0 but is {self.time_scale}")
         # Accept lists for convenience; store tuples so the config stays hashable and frozen.
-        for name in ("checkpoints", "loras", "upscale_models", "object_info_files"):
+        for name in ("checkpoints", "loras", "vaes", "upscale_models", "object_info_files"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "output_dir", Path(self.output_dir))
 

@@ -2,8 +2,8 @@
 
 The base is the ``/object_info`` body recorded from a real ComfyUI v0.3.64 (477 node classes,
 shipped gzipped beside this module: data, not ComfyUI code). The model lists in it are replaced
-by the simulator's configured checkpoints, LoRAs and upscale models, and extra object_info files
-add node classes (custom nodes) or replace recorded ones.
+by the simulator's configured checkpoints, LoRAs, VAEs and upscale models, and extra object_info
+files add node classes (custom nodes) or replace recorded ones.
 """
 
 from __future__ import annotations
@@ -37,11 +37,15 @@ def load_node_defs(
     loras: tuple[str, ...] = (),
     upscale_models: tuple[str, ...] = (),
     extra_files: tuple[Path, ...] = (),
+    *,
+    vaes: tuple[str, ...] = (),
 ) -> NodeDefs:
     """Node definitions with the given model lists and the extra files merged in."""
     defs = copy.deepcopy(_recorded())
     for name, node in defs.items():
         _set_model_lists(name, node, list(checkpoints), list(loras), list(upscale_models))
+    # ComfyUI lists the files of models/vae, then "pixel_space" (recorded: no files, just it).
+    defs["VAELoader"]["input"]["required"]["vae_name"][0] = [*vaes, "pixel_space"]
     for path in extra_files:
         defs.update(_read_extra(path))
     return defs

@@ -145,7 +145,11 @@ class Simulator:
         self._sampler_done_s: float | None = None
         self._fixed_done_s: float | None = None
         self.node_defs = load_node_defs(
-            config.checkpoints, config.loras, config.upscale_models, config.object_info_files
+            config.checkpoints,
+            config.loras,
+            config.upscale_models,
+            config.object_info_files,
+            vaes=config.vaes,
         )
         self.stats = SimStats()
         self.thermal = ThermalModel(config.thermal, self.model_time) if config.thermal else None

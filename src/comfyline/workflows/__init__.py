@@ -10,6 +10,9 @@ In ``hires_fix`` the order's width and height are the FIRST pass's size; the sav
 times larger (:func:`output_size` tells the final size). The order's seed, steps, CFG, sampler,
 scheduler and denoise go to the first pass; the hires pass keeps its own (8 steps, denoise 0.5),
 which an order changes with ``inputs: {"Hires pass.steps": 12}``.
+
+An order's ``loras`` and ``vae`` grow the graph (built-in or the user's) with LoraLoader and
+VAELoader nodes when it is loaded (:func:`add_models`); without them the graph is unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 from comfyline.errors import WorkflowError
 from comfyline.workflows.check import ObjectInfo, check_graph, ensure_graph_fits
 from comfyline.workflows.graph import Graph, parse_graph
+from comfyline.workflows.models import LoraValues, add_models
 from comfyline.workflows.roles import (
     ROLES,
     Assignment,
@@ -41,10 +45,12 @@ __all__ = [
     "Assignment",
     "Graph",
     "GraphValues",
+    "LoraValues",
     "Request",
     "ObjectInfo",
     "RoleMap",
     "Workflow",
+    "add_models",
     "build_graph",
     "check_graph",
     "ensure_graph_fits",

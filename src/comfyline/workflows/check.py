@@ -16,7 +16,7 @@ What is checked, every problem collected (not just the first):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from comfyline.errors import WorkflowCheckFailed
@@ -39,14 +39,21 @@ _UPSCALE_LOADERS = ("UpscaleModelLoader",)
 _MAX_LISTED = 12
 
 
-def check_graph(graph: Graph, object_info: ObjectInfo, *, server: str = "the server") -> list[str]:
+def check_graph(
+    graph: Graph,
+    object_info: ObjectInfo,
+    *,
+    server: str = "the server",
+    skip: Collection[str | tuple[str, object]] = (),
+) -> list[str]:
     """Every way ``graph`` does not fit the server described by ``object_info`` (empty: fits).
 
-    ``server`` (the base URL) is used in the messages.
+    ``server`` (the base URL) is used in the messages. ``skip`` holds input names, or
+    (input name, value) pairs, whose values are not checked (the caller reported them).
     """
     problems: list[str] = []
     for node_id in node_ids(graph):
-        problems += _node_problems(graph, node_id, object_info, server)
+        problems += _node_problems(graph, node_id, object_info, server, skip)
     if not any(object_info.get(n["class_type"], {}).get("output_node") for n in graph.values()):
         missing = [n["class_type"] for n in graph.values() if n["class_type"] not in object_info]
         if not missing:  # an uninstalled node may be the output; that is reported already
@@ -64,7 +71,13 @@ def ensure_graph_fits(graph: Graph, object_info: ObjectInfo, *, server: str) -> 
         raise WorkflowCheckFailed(server, problems)
 
 
-def _node_problems(graph: Graph, node_id: str, object_info: ObjectInfo, server: str) -> list[str]:
+def _node_problems(
+    graph: Graph,
+    node_id: str,
+    object_info: ObjectInfo,
+    server: str,
+    skip: Collection[str | tuple[str, object]],
+) -> list[str]:
     node = graph[node_id]
     info = object_info.get(node["class_type"])
     if info is None:
@@ -81,7 +94,7 @@ def _node_problems(graph: Graph, node_id: str, object_info: ObjectInfo, server: 
     ]
     for name, value in node["inputs"].items():
         spec = specs.get(name)
-        if spec is None:
+        if spec is None or name in skip or _skipped(name, value, skip):
             continue  # ComfyUI ignores inputs it does not know (hidden ones, old widgets)
         if is_link(value):
             problem = _link_problem(graph, value, _type_of(spec), object_info)
@@ -90,6 +103,13 @@ def _node_problems(graph: Graph, node_id: str, object_info: ObjectInfo, server: 
         if problem:
             problems.append(f"node {describe(graph, node_id)} input {name!r}: {problem}")
     return problems
+
+
+def _skipped(name: str, value: Any, skip: Collection[str | tuple[str, object]]) -> bool:
+    try:
+        return (name, value) in skip
+    except TypeError:  # an unhashable value (a link) is never skipped
+        return False
 
 
 def _type_of(spec: list[Any]) -> str | list[str]:
