@@ -228,3 +228,16 @@ async def test_wait_for_memory_freed_without_vram_to_watch_returns_at_once() -> 
         FakeServer(), Reading(temperature_c=60.0), clock=clock, sleep=clock.sleep
     )
     assert freed is False and clock.sleeps == []
+
+
+def test_step_down_keeps_the_aspect_of_a_wide_image() -> None:
+    """``aspect: 3:2`` at standard is 392x264; a level lower it stays about 3:2 (not the
+    lower level's square), within the lower level's pixel count."""
+    params = params_for("standard").model_copy(update={"width": 392, "height": 264})
+    step = next_step_down(params, "standard")
+    assert step is not None
+    smaller, level = step
+    assert level == "preview"
+    assert smaller.width * smaller.height <= 256 * 256
+    assert abs(smaller.width / smaller.height - 1.5) < 0.05
+    assert smaller.width % 8 == 0 and smaller.height % 8 == 0

@@ -37,7 +37,6 @@ from rich.console import Console
 
 from comfyline import __version__
 from comfyline.backends import SIMULATOR, Backend
-from comfyline.comfy import ComfyUIAdapter, Endpoint
 from comfyline.errors import (
     ComfyError,
     ComfyUnavailable,
@@ -64,10 +63,9 @@ from comfyline.ledger import (
     read_status,
     slot_prompt_id,
 )
-from comfyline.orders import LoadedOrder, Plan, Slot, load, plan
+from comfyline.orders import LoadedOrder, Plan, Slot, load
 from comfyline.outputs import SlotWriter
 from comfyline.pool import BackendPool, Claim, open_pool
-from comfyline.preflight import preflight
 from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.recovery import reconcile
@@ -156,23 +154,6 @@ async def generate(
         sleep,
     )
     return await run.execute()
-
-
-async def check_against_server(order_path: Path, settings: Settings) -> str:
-    """Check an order's filled graph against the server's ``/object_info`` without generating:
-    every problem at once (:class:`WorkflowCheckFailed`). Returns a one-line summary."""
-    loaded = load(order_path)
-    first = plan(loaded).slots[0]
-    async with ComfyUIAdapter(Endpoint.from_settings(settings)) as comfy:
-        await comfy.check_ready()
-        checked = await preflight(
-            comfy,
-            slot_request(loaded, first, "", None, checkpoint=None),
-            loaded.order.checkpoint or settings.checkpoint,
-        )
-    return (
-        f"ok: {order_path} fits the ComfyUI server at {comfy.url} (checkpoint {checked.checkpoint})"
-    )
 
 
 def slot_request(

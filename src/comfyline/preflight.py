@@ -242,7 +242,8 @@ def ensure_same_checkpoint(
     is a made-up name, and they are not the real series."""
     made: dict[str, int] = {}
     for slot in ledger.slots(SlotState.DONE):
-        if slot.backend == SIMULATOR and not simulated:
+        by_sim = slot.simulated if slot.simulated is not None else slot.backend == SIMULATOR
+        if by_sim and not simulated:
             continue
         if slot.checkpoint is not None and slot.checkpoint != checkpoint:
             made[slot.checkpoint] = made.get(slot.checkpoint, 0) + 1

@@ -14,6 +14,7 @@ for the report, e.g. ``OOM at high 384x384 batch 1 -> stepped down to standard 3
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,17 +47,27 @@ def next_step_down(
     lower = lower_level(level)
     while lower is not None and LEVEL_ORDER.index(lower) >= floor_index:
         base = get_level(lower).params
+        width, height = _within_area(params.width, params.height, base.width * base.height)
         smaller = params.model_copy(
-            update={
-                "width": min(params.width, base.width),
-                "height": min(params.height, base.height),
-                "steps": min(params.steps, base.steps),
-            }
+            update={"width": width, "height": height, "steps": min(params.steps, base.steps)}
         )
         if smaller.width * smaller.height < params.width * params.height:
             return smaller, lower
         lower = lower_level(lower)
     return None
+
+
+def _within_area(width: int, height: int, area: int) -> tuple[int, int]:
+    """``width`` x ``height`` scaled down to at most ``area`` pixels, its aspect kept (an order
+    with ``aspect: 3:2`` stays 3:2 a level lower), each side a multiple of 8.
+
+    >>> _within_area(392, 264, 256 * 256)
+    (304, 208)
+    """
+    if width * height <= area:
+        return width, height
+    scale = math.sqrt(area / (width * height))
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
 
 
 def describe(params: GenerationParams, level: str) -> str:
