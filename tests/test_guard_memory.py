@@ -106,7 +106,8 @@ def test_step_down_never_grows_and_skips_levels_that_would_not_shrink() -> None:
     tall = params_for("max", width=320, height=640)
     step = next_step_down(tall, "max")
     assert step is not None
-    assert (step[1], step[0].width, step[0].height) == ("high", 320, 384)
+    # The lower level's pixel count at the image's own aspect (1:2), not its square's sides.
+    assert (step[1], step[0].width, step[0].height) == ("high", 264, 536)
 
 
 def test_step_down_keeps_sampler_and_cfg() -> None:
