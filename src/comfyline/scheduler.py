@@ -124,6 +124,7 @@ class Scheduler:
         self._retry: deque[int] = deque()
         self._resend: dict[str, deque[int]] = {}
         self._in_flight: dict[str, _Flight] = {}
+        self._gated: dict[str, int] = {}  # backend -> our prompts its guard counts in flight
         self._attempts: dict[int, int] = {}
         self._deleted: dict[int, int] = {}
         self._changed = asyncio.Event()
@@ -205,7 +206,7 @@ class Scheduler:
     async def _run_batch(self, backend: Backend) -> None:
         batch = backend.adapter.generate_batch(
             self._requests(backend),
-            gate=lambda: self.pool.gate(backend, self.claim),
+            gate=lambda: self._gate(backend),
             on_posted=self._posted,
         )
         async with contextlib.aclosing(batch) as results:
@@ -213,6 +214,10 @@ class Scheduler:
                 await self._handle(result, backend)
                 await self._after(result, backend)
                 self._changed.set()
+
+    async def _gate(self, backend: Backend) -> None:
+        await self.pool.gate(backend, self.claim)
+        self._gated[backend.name] = self._gated.get(backend.name, 0) + 1
 
     async def _requests(self, backend: Backend) -> AsyncIterator[GenerationRequest]:
         """The next slots, each recorded as SUBMITTED (with its prompt id) before it is sent;
@@ -306,6 +311,7 @@ class Scheduler:
 
     async def _after(self, result: GenerationResult, backend: Backend) -> None:
         """Let the backend's guard learn from the finished prompt; keep its reading."""
+        self._gated[backend.name] = max(0, self._gated.get(backend.name, 0) - 1)
         sample = await self.pool.after(backend, len(result.images))
         if sample is not None:
             self.ledger.record_reading(
@@ -323,6 +329,7 @@ class Scheduler:
         for _ in handed:
             self.pool.release(backend)
         slots += self._resend.pop(backend.name, ())
+        self._gated.pop(backend.name, None)  # (a lost backend's guard is made anew)
         self.failover.lose(backend, exc, slots)
 
     # -- stopping ----------------------------------------------------------------------------
@@ -341,6 +348,12 @@ class Scheduler:
             if self.ledger.slot(flight.index).state is SlotState.SUBMITTED:
                 self.ledger.requeue(flight.index, "cancelled by the user")
         self._in_flight.clear()
+        # Taken off the servers, they never end: a guard the line's other orders share must
+        # not wait for them (it would hold their prompts for ever).
+        for backend in self.backends:
+            for _ in range(self._gated.pop(backend.name, 0)):
+                with contextlib.suppress(ComfyError):
+                    await self.pool.after(backend, 0)
 
 
 async def out_of_memory(

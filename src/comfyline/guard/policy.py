@@ -195,6 +195,7 @@ class _GuardReadings:
     _resolution_set: float | None
     _lost: bool
     _said: set[str]
+    holding: str
 
     # -- readings ----------------------------------------------------------------------------
 
@@ -373,6 +374,7 @@ class _GuardHold(_GuardReadings):
         now = self._clock()
         if hold.began is None:
             hold.began = now
+        self.holding = hold.why or "the card cools"
         if now - hold.began >= self.limits.cool_timeout_s:
             self._trip(hold, temp, now - hold.began)
         delay = self.limits.poll_interval_s
@@ -534,6 +536,9 @@ class Guard(_GuardHold):
         self._resolution_set = resolution_c
         self._lost = False
         self._said: set[str] = set()
+        self.holding = ""
+        """Why the gate holds new prompts now while the card cools ("" while they go): for
+        a live view of the server (the dashboard)."""
 
     # -- the gate ----------------------------------------------------------------------------
 
@@ -543,11 +548,14 @@ class Guard(_GuardHold):
         Raises :class:`GuardTripped` when the card does not cool within ``cool_timeout_s``.
         """
         hold = _Hold()
-        if self._in_series >= self.max_batch:
-            if not await self._series_cooldown(hold):
-                self._release(None)
-                return
-        self._release(await self._pass(hold))
+        try:
+            if self._in_series >= self.max_batch:
+                if not await self._series_cooldown(hold):
+                    self._release(None)
+                    return
+            self._release(await self._pass(hold))
+        finally:
+            self.holding = ""
 
     async def after_prompt(self, images: int = 1) -> Sample | None:
         """Call once for every prompt that finished (``images``: how many it made, 0 when it
