@@ -136,7 +136,13 @@ def _line_body(request: Request, line: LineSnapshot) -> str:
         servers = _line_servers(line, rows)
     else:
         servers = _backends(request, [r["row"] for r in rows])
-    context = {"rows": rows, "servers": servers, "line": line, "waiting": _waiting_numbers(line)}
+    context = {
+        "rows": rows,
+        "servers": servers,
+        "line": line,
+        "waiting": _waiting_numbers(line),
+        "folder": config_of(request).orders_dir,
+    }
     return fragment(request, "_line_body.html", context | {"duration": duration})
 
 
@@ -190,6 +196,8 @@ def _backends(request: Request, rows: list[Any]) -> list[dict[str, Any]]:
     health = _health(request)
     main = "built-in simulator" if config.sim else config.settings.comfyui_url
     found: dict[str, dict[str, Any]] = {main: _server(main, health)}
+    for url in config.urls:  # the line's servers, answering or not: the line will say
+        found.setdefault(url, _server(url, "one of the line's servers"))
     for row in rows:
         for server in row.servers:
             entry = found.setdefault(server, _server(server, ""))
