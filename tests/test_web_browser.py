@@ -168,6 +168,8 @@ def test_keyboard_review_then_export_honours_it(tmp_path: Path, browser: Browser
         _saved(page, "image 3: decision undone (saved)")
         _keys(page, "r")
         expect(page.locator("#review-msg")).to_contain_text("not available yet")
+        # The key list says so too, before anyone presses R.
+        expect(page.locator(".keys")).to_contain_text("R re-roll (not available yet")
         decisions = {item.index: item.decision for item in list_review(order_file, settings)}
         assert decisions == {0: "approved", 1: "rejected", 2: "approved", 3: None}
         _keys(page, "ArrowLeft", "ArrowLeft")
