@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from comfyline.errors import LedgerError
 from comfyline.ledger import ledger_path, read_status
-from comfyline.sim import Faults, running_simulator
+from comfyline.sim import Faults, ThermalConfig, running_simulator
 from comfyline.web import WebConfig
 from sim_graphs import txt2img
 from test_pipeline_support import (
@@ -258,6 +259,12 @@ def until(condition: Any, what: str, timeout_s: float = 60.0) -> Any:
     return wait_for(condition, what, timeout_s=timeout_s, interval_s=0.05)
 
 
+def _page_with(client: httpx.Client, wanted: str) -> str:
+    """The line page when it holds ``wanted``, else ""."""
+    text = client.get("/").text
+    return text if wanted in text else ""
+
+
 def line_rows(client: httpx.Client) -> list[tuple[str, str]]:
     """The line page's orders, in the order shown, each with its state on the line."""
     return ROW.findall(client.get("/").text)
@@ -352,3 +359,43 @@ def test_serve_start_runs_the_line_on_several_servers(tmp_path: Path) -> None:
         made = a.stats()["executed"], b.stats()["executed"]
     check_finished(order_file, out)
     assert sum(made) == 6 and min(made) > 0
+
+
+HOT_ROOM = ThermalConfig(room_c=70.0, idle_rise_c=10.0, blackout_c=200.0)
+"""An idle card at 80 °C, over the guard's target (78 °C): it never cools enough to go on."""
+
+
+@pytest.mark.parametrize(
+    ("cool_timeout_s", "shown"),
+    [(600.0, "cooling"), (0.5, "held by the guard")],
+)
+def test_a_hot_server_is_shown_cooling_then_held_by_its_guard(
+    tmp_path: Path, cool_timeout_s: float, shown: str
+) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    single_order(orders, "warm", 3)
+    # B hangs on our first prompt: the order keeps running while A's guard decides.
+    b_config = sim_config(tmp_path / "b", faults=Faults(stuck_on_prompts=(1,)))
+    with (
+        running_simulator(sim_config(tmp_path / "a", thermal=HOT_ROOM)) as a,
+        running_simulator(b_config) as b,
+    ):
+        settings = settings_for(
+            a.url,
+            out,
+            cool_timeout_s=cool_timeout_s,
+            first_prompt_timeout_s=120.0,
+            min_prompt_timeout_s=120.0,
+        )
+        config = WebConfig(orders, settings, urls=(a.url, b.url), start_line=True)
+        with serving(config) as base, httpx.Client(base_url=base) as client:
+            wanted = f'data-server="{a.url}" data-state="{shown}"'
+            page = until(lambda: _page_with(client, wanted), shown)
+            server = page[page.index(wanted) :].split("</li>")[0]
+            assert "80 °C" in server
+            if shown == "cooling":
+                assert "at or over the target 78" in server
+            else:
+                assert "its guard stopped it" in server
+            assert f'data-server="{b.url}" data-state="up"' in page
+            assert ROW.findall(page) == [("warm", "running")]
