@@ -119,8 +119,123 @@ class _Running:
     paused: bool = False  # stopped for its window or a paused line: it goes again after
 
 
+class _LineControls:
+    """What a front end in the line's process calls: steer the line and read it. A base of
+    :class:`Line`, which sets in its ``__post_init__`` the state declared here."""
+
+    paused: bool
+    pool: BackendPool | None
+    outcomes: list[Outcome]
+    now: Callable[[], datetime]
+    _running: dict[Path, _Running]
+    _waiting: list[_Candidate]
+    _ended: set[Path]
+    _cancelled: set[Path]
+    _completed: dict[Path, float]
+    _wake: asyncio.Event
+
+    console: Console
+
+    def say(self, line: str) -> None:
+        self.console.print(f"line: {line}", highlight=False, markup=False)
+
+    def pause(self) -> None:
+        """Stop every running order cleanly (each saves its state, as when its window closes)
+        and start none until :meth:`resume`; the servers stay open."""
+        if self.paused:
+            return
+        self.paused = True
+        self.say("paused: stopping the running orders")
+        for running in self._running.values():
+            if not running.paused:
+                running.paused = True
+                running.task.cancel()
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Start orders again after :meth:`pause` (those stopped resume where they were)."""
+        if self.paused:
+            self.paused = False
+            self.say("resumed")
+            self._wake.set()
+
+    async def cancel(self, file: Path) -> bool:
+        """Stop the order of ``file`` as Ctrl-C stops ``run-order`` (its prompts taken off the
+        servers, its state saved) and wait for it; this line does not start it again unless
+        :meth:`retake` is called. False when the line is not running it."""
+        running = self._running.get(file)
+        if running is None:
+            return False
+        self._cancelled.add(file)
+        self.say(f"{running.candidate.loaded.order.id}: cancelled")
+        running.task.cancel()
+        await asyncio.wait([running.task])
+        return True
+
+    def retake(self, file: Path) -> bool:
+        """Queue again an order that ended on this line (cancelled, failed, partial…); False
+        when it had not ended here."""
+        if file not in self._ended:
+            return False
+        self._ended.discard(file)
+        self._cancelled.discard(file)
+        self.outcomes = [o for o in self.outcomes if o.file != file]
+        self._wake.set()
+        return True
+
+    def queue(self) -> list[QueueEntry]:
+        """Every order the line knows, in its order: running, stopping, next (by priority, then
+        age), waiting for a window, then those that ended here (latest first) and those found
+        completed."""
+        now = self.now()
+        running = sorted(self._running.values(), key=lambda r: r.candidate.key)
+        entries = [r.candidate.entry("stopping" if r.paused else "running") for r in running]
+        later = []
+        for candidate in self._waiting:
+            if candidate.file in self._running or candidate.file in self._ended:
+                continue
+            if not candidate.in_window(now):
+                later.append(candidate.entry("waiting for its window", candidate.window()))
+            else:
+                entries.append(candidate.entry("paused" if self.paused else "next"))
+        entries += later
+        ended = {o.file: o for o in self.outcomes}
+        for file in self._cancelled - set(ended):
+            if file not in self._running:
+                ended[file] = Outcome(file.parent.name, file, "cancelled")
+        shown = {e.file for e in entries}
+        for outcome in reversed(list(ended.values())):
+            if outcome.file not in shown:
+                shown.add(outcome.file)
+                entries.append(
+                    QueueEntry(outcome.order, outcome.file, 0, outcome.state, outcome.message)
+                )
+        for file in self._completed:
+            if file not in shown:
+                entries.append(QueueEntry(file.parent.name, file, 0, "completed"))
+        return entries
+
+    def servers(self) -> list[ServerState]:
+        """Each server of the line now (none while the line is not running)."""
+        if self.pool is None:
+            return []
+        found = []
+        for backend in self.pool.backends:
+            guard = backend.guard
+            temps = [s.temperature_c for s in guard.samples] if guard is not None else []
+            temp = next((t for t in reversed(temps) if t is not None), None)
+            if not self.pool.is_up(backend):
+                state, why = "down", self.pool.lost_reason(backend)
+            elif guard is not None and guard.holding:
+                state, why = "cooling", guard.holding
+            else:
+                state, why = "up", ""
+            found.append(ServerState(backend.name, backend.url, state, why, temp))
+        return found
+
+
 @dataclass
-class Line:
+class Line(_LineControls):
     """The line over ``orders_dir`` (see the module docs). ``urls``, ``sim``: the servers, as
     for ``run-order``; ``now``: local time of day for the windows (a test seam)."""
 
@@ -153,9 +268,6 @@ class Line:
         """The servers, while :meth:`run` runs."""
         if self.notifier is None:
             self.notifier = Notifier(self.settings.notify_urls, say=self.say)
-
-    def say(self, line: str) -> None:
-        self.console.print(f"line: {line}", highlight=False, markup=False)
 
     async def run(self) -> list[Outcome]:
         """Run the line until it is done (never, with ``watch``); the outcome of each order
@@ -351,102 +463,6 @@ class Line:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    # -- steering and reading it from the same process ----------------------------------------
-
-    def pause(self) -> None:
-        """Stop every running order cleanly (each saves its state, as when its window closes)
-        and start none until :meth:`resume`; the servers stay open."""
-        if self.paused:
-            return
-        self.paused = True
-        self.say("paused: stopping the running orders")
-        for running in self._running.values():
-            if not running.paused:
-                running.paused = True
-                running.task.cancel()
-        self._wake.set()
-
-    def resume(self) -> None:
-        """Start orders again after :meth:`pause` (those stopped resume where they were)."""
-        if self.paused:
-            self.paused = False
-            self.say("resumed")
-            self._wake.set()
-
-    async def cancel(self, file: Path) -> bool:
-        """Stop the order of ``file`` as Ctrl-C stops ``run-order`` (its prompts taken off the
-        servers, its state saved) and wait for it; this line does not start it again unless
-        :meth:`retake` is called. False when the line is not running it."""
-        running = self._running.get(file)
-        if running is None:
-            return False
-        self._cancelled.add(file)
-        self.say(f"{running.candidate.loaded.order.id}: cancelled")
-        running.task.cancel()
-        await asyncio.wait([running.task])
-        return True
-
-    def retake(self, file: Path) -> bool:
-        """Queue again an order that ended on this line (cancelled, failed, partial…); False
-        when it had not ended here."""
-        if file not in self._ended:
-            return False
-        self._ended.discard(file)
-        self._cancelled.discard(file)
-        self.outcomes = [o for o in self.outcomes if o.file != file]
-        self._wake.set()
-        return True
-
-    def queue(self) -> list[QueueEntry]:
-        """Every order the line knows, in its order: running, stopping, next (by priority, then
-        age), waiting for a window, then those that ended here (latest first) and those found
-        completed."""
-        now = self.now()
-        running = sorted(self._running.values(), key=lambda r: r.candidate.key)
-        entries = [r.candidate.entry("stopping" if r.paused else "running") for r in running]
-        later = []
-        for candidate in self._waiting:
-            if candidate.file in self._running or candidate.file in self._ended:
-                continue
-            if not candidate.in_window(now):
-                later.append(candidate.entry("waiting for its window", candidate.window()))
-            else:
-                entries.append(candidate.entry("paused" if self.paused else "next"))
-        entries += later
-        ended = {o.file: o for o in self.outcomes}
-        for file in self._cancelled - set(ended):
-            if file not in self._running:
-                ended[file] = Outcome(file.parent.name, file, "cancelled")
-        shown = {e.file for e in entries}
-        for outcome in reversed(list(ended.values())):
-            if outcome.file not in shown:
-                shown.add(outcome.file)
-                entries.append(
-                    QueueEntry(outcome.order, outcome.file, 0, outcome.state, outcome.message)
-                )
-        for file in self._completed:
-            if file not in shown:
-                entries.append(QueueEntry(file.parent.name, file, 0, "completed"))
-        return entries
-
-    def servers(self) -> list[ServerState]:
-        """Each server of the line now (none while the line is not running)."""
-        if self.pool is None:
-            return []
-        found = []
-        for backend in self.pool.backends:
-            guard = backend.guard
-            temps = [s.temperature_c for s in guard.samples] if guard is not None else []
-            temp = next((t for t in reversed(temps) if t is not None), None)
-            if not self.pool.is_up(backend):
-                state, why = "down", self.pool.lost_reason(backend)
-            elif guard is not None and guard.holding:
-                state, why = "cooling", guard.holding
-            else:
-                state, why = "up", ""
-            found.append(ServerState(backend.name, backend.url, state, why, temp))
-        return found
 
     def _health(self, backend: Backend, up: bool, why: str) -> None:
         assert self.notifier is not None

@@ -124,7 +124,6 @@ class Scheduler:
         self._retry: deque[int] = deque()
         self._resend: dict[str, deque[int]] = {}
         self._in_flight: dict[str, _Flight] = {}
-        self._gated: dict[str, int] = {}  # backend -> our prompts its guard counts in flight
         self._attempts: dict[int, int] = {}
         self._deleted: dict[int, int] = {}
         self._changed = asyncio.Event()
@@ -206,7 +205,7 @@ class Scheduler:
     async def _run_batch(self, backend: Backend) -> None:
         batch = backend.adapter.generate_batch(
             self._requests(backend),
-            gate=lambda: self._gate(backend),
+            gate=lambda: self.pool.gate(backend, self.claim),
             on_posted=self._posted,
         )
         async with contextlib.aclosing(batch) as results:
@@ -214,10 +213,6 @@ class Scheduler:
                 await self._handle(result, backend)
                 await self._after(result, backend)
                 self._changed.set()
-
-    async def _gate(self, backend: Backend) -> None:
-        await self.pool.gate(backend, self.claim)
-        self._gated[backend.name] = self._gated.get(backend.name, 0) + 1
 
     async def _requests(self, backend: Backend) -> AsyncIterator[GenerationRequest]:
         """The next slots, each recorded as SUBMITTED (with its prompt id) before it is sent;
@@ -311,8 +306,7 @@ class Scheduler:
 
     async def _after(self, result: GenerationResult, backend: Backend) -> None:
         """Let the backend's guard learn from the finished prompt; keep its reading."""
-        self._gated[backend.name] = max(0, self._gated.get(backend.name, 0) - 1)
-        sample = await self.pool.after(backend, len(result.images))
+        sample = await self.pool.after(backend, len(result.images), self.claim)
         if sample is not None:
             self.ledger.record_reading(
                 temperature_c=sample.temperature_c,
@@ -329,7 +323,6 @@ class Scheduler:
         for _ in handed:
             self.pool.release(backend)
         slots += self._resend.pop(backend.name, ())
-        self._gated.pop(backend.name, None)  # (a lost backend's guard is made anew)
         self.failover.lose(backend, exc, slots)
 
     # -- stopping ----------------------------------------------------------------------------
@@ -348,12 +341,7 @@ class Scheduler:
             if self.ledger.slot(flight.index).state is SlotState.SUBMITTED:
                 self.ledger.requeue(flight.index, "cancelled by the user")
         self._in_flight.clear()
-        # Taken off the servers, they never end: a guard the line's other orders share must
-        # not wait for them (it would hold their prompts for ever).
-        for backend in self.backends:
-            for _ in range(self._gated.pop(backend.name, 0)):
-                with contextlib.suppress(ComfyError):
-                    await self.pool.after(backend, 0)
+        await self.pool.abandon(self.claim)  # (guards shared with the line's other orders)
 
 
 async def out_of_memory(

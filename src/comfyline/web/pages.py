@@ -92,7 +92,8 @@ def duration(seconds: float | None) -> str:
 # -- the line ----------------------------------------------------------------------------
 
 LINE_ACTIONS = ("start", "pause", "resume")
-_ENDED_HERE = {"completed", "cancelled", "stopped on heat", "error", "failed", "partial"}
+_ON_THE_LINE = {"running", "stopping", "next", "paused", "waiting for its window"}
+"""The states of an order the line has not finished with (``Line.queue``)."""
 
 
 async def line_page(request: Request) -> Response:
@@ -235,8 +236,8 @@ def _order_actions(state: str, job: Any, line: LineSnapshot, entry: Any) -> list
     if line.started:
         if entry is not None and entry.state == "running":
             return ["cancel"]
-        if entry is not None and entry.state in _ENDED_HERE and entry.state != "completed":
-            return ["again"]
+        if entry is not None and entry.state not in _ON_THE_LINE | {"completed"}:
+            return ["again"]  # it ended on the line unfinished: cancelled, failed, on heat…
         if entry is not None or job is None or not job.active:
             return []
     return _actions(state, job)
