@@ -19,8 +19,17 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from comfyline.review import list_review
 from comfyline.sim import Faults, running_simulator
 from comfyline.web import WebConfig
+from line_support import running_execution
 from sim_graphs import txt2img
-from test_pipeline_support import run_in_process, settings_for, sim_config, write_order
+from test_pipeline_support import (
+    check_finished,
+    run_in_process,
+    settings_for,
+    sim_config,
+    single_order,
+    wait_for,
+    write_order,
+)
 from web_support import PHONE, WIDE, chromium_path, in_thread, screenshot, serving
 
 WAIT_MS = 60_000
@@ -159,6 +168,8 @@ def test_keyboard_review_then_export_honours_it(tmp_path: Path, browser: Browser
         _saved(page, "image 3: decision undone (saved)")
         _keys(page, "r")
         expect(page.locator("#review-msg")).to_contain_text("not available yet")
+        # The key list says so too, before anyone presses R.
+        expect(page.locator(".keys")).to_contain_text("R re-roll (not available yet")
         decisions = {item.index: item.decision for item in list_review(order_file, settings)}
         assert decisions == {0: "approved", 1: "rejected", 2: "approved", 3: None}
         _keys(page, "ArrowLeft", "ArrowLeft")
@@ -198,3 +209,113 @@ def _csv_rows(archive: Path, member: str) -> list[dict[str, Any]]:
         text = package.read(member).decode("utf-8")
         assert sum(1 for n in package.namelist() if n.endswith(".jpg")) == 2
     return list(csv.DictReader(io.StringIO(text)))
+
+
+# -- the line, run by the server -----------------------------------------------------------
+
+
+def _row(page: Page, order: str) -> Any:
+    return page.locator(f"tr[data-order={order}]")
+
+
+def _server(page: Page, url: str) -> Any:
+    return page.locator(f"li[data-server='{url}']")
+
+
+def _blocked_simulator(tmp_path: Path) -> Any:
+    """A simulator whose first prompt (another client's, sent here) runs until /interrupt."""
+    return running_simulator(sim_config(tmp_path, faults=Faults(stuck_on_prompts=(1,))))
+
+
+def test_a_line_started_from_the_page_runs_on_two_servers_live(
+    tmp_path: Path, browser: Browser
+) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    files = [
+        single_order(orders, "low", 3),
+        single_order(orders, "high", 3, priority=9),
+        single_order(orders, "mid", 3, priority=5),
+    ]
+    # Each server is held by another client's prompt until the test lets it go: the queue
+    # stands still while the page is read, whatever the machine's speed.
+    with _blocked_simulator(tmp_path / "a") as a, _blocked_simulator(tmp_path / "b") as b:
+        for sim in (a, b):
+            httpx.post(f"{sim.url}/prompt", json={"prompt": txt2img(), "client_id": "someone"})
+        settings = settings_for(a.url, out, line_poll_s=0.2)
+        config = WebConfig(orders, settings, urls=(a.url, b.url))
+        with serving(config) as base:
+            page = browser.new_page(viewport=WIDE)
+            page.goto(f"{base}/")
+            expect(page.locator("#line-state")).to_have_text("not started")
+            page.click("button[data-line=start]")
+            expect(page.locator("#line-state")).to_have_text("running", timeout=WAIT_MS)
+            page.evaluate("window.sameDocument = true")  # a reload would lose it
+            # Two orders at once (line_max_orders): the two highest run, the third is next.
+            rows = page.locator("tr[data-order]")
+            expect(rows).to_have_count(3)
+            for n, (order, state) in enumerate([("high", "running"), ("mid", "running")]):
+                expect(rows.nth(n)).to_have_attribute("data-order", order, timeout=WAIT_MS)
+                expect(rows.nth(n)).to_have_attribute("data-line-state", state)
+            expect(_row(page, "low")).to_have_attribute("data-line-state", "next")
+            expect(_row(page, "low").locator(".queue-cell")).to_have_text("1. next")
+            for sim in (a, b):
+                expect(_server(page, sim.url)).to_have_attribute("data-state", "up")
+                expect(_server(page, sim.url)).to_contain_text("working on")
+
+            # An order dropped into the folder is queued, live, after those of higher priority.
+            files.append(single_order(orders, "late", 2))
+            expect(_row(page, "late")).to_have_attribute("data-line-state", "next", timeout=WAIT_MS)
+            expect(page.locator("tr[data-order]").nth(3)).to_have_attribute("data-order", "late")
+            expect(_row(page, "late").locator(".queue-cell")).to_have_text("2. next")
+            both_widths(page, "line-running")
+
+            for sim in (a, b):
+                httpx.post(f"{sim.url}/interrupt")
+            for order in ("high", "mid", "low", "late"):
+                expect(_row(page, order).locator("td .s-completed")).to_have_text(
+                    "completed", timeout=WAIT_MS
+                )
+                expect(_row(page, order)).to_have_attribute("data-line-state", "completed")
+            for sim in (a, b):
+                expect(_server(page, sim.url)).to_contain_text("images/min", timeout=WAIT_MS)
+                expect(_server(page, sim.url)).to_contain_text("idle", timeout=WAIT_MS)
+            assert page.evaluate("window.sameDocument") is True
+            both_widths(page, "line-done")
+            page.close()
+        made = a.stats()["executed"], b.stats()["executed"]
+    for file in files:
+        check_finished(file, out)
+    assert min(made) > 0 and sum(made) == 3 + 3 + 3 + 2  # both servers worked, nothing twice
+
+
+def test_a_server_killed_mid_line_shows_down_and_its_work_moves(
+    tmp_path: Path, browser: Browser
+) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    order_file = single_order(orders, "killed", 16)
+    # B's fourth prompt hangs, so the order cannot end before B is killed.
+    b_config = sim_config(tmp_path / "b", fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(4,)))
+    with (
+        running_simulator(sim_config(tmp_path / "a", fixed_prompt_s=0.05)) as a,
+        running_simulator(b_config) as b,
+    ):
+        settings = settings_for(a.url, out, reconnect_timeout_s=0.3, probe_interval_s=0.1)
+        config = WebConfig(orders, settings, urls=(a.url, b.url), start_line=True)
+        with serving(config) as base:
+            page = browser.new_page(viewport=WIDE)
+            page.goto(f"{base}/")
+            expect(_server(page, b.url)).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+            wait_for(lambda: b.call(running_execution) == 4, "B to hang on its fourth prompt")
+            b.restart(away_s=120)  # killed: it stays away past the end of the order
+            expect(_server(page, b.url)).to_have_attribute("data-state", "down", timeout=WAIT_MS)
+            expect(_row(page, "killed").locator("td .s-completed")).to_have_text(
+                "completed", timeout=WAIT_MS
+            )
+            expect(_server(page, b.url)).to_have_attribute("data-state", "down")
+            expect(_server(page, a.url)).to_have_attribute("data-state", "up")
+            expect(_server(page, a.url)).to_contain_text("images/min")
+            both_widths(page, "line-server-down")
+            page.close()
+        on_a = a.stats()["executed"]
+    check_finished(order_file, out)
+    assert on_a >= 16 - 3  # B made at most three before it was killed: A made the rest

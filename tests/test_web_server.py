@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from comfyline.errors import LedgerError
 from comfyline.ledger import ledger_path, read_status
-from comfyline.sim import Faults, running_simulator
+from comfyline.sim import Faults, ThermalConfig, running_simulator
 from comfyline.web import WebConfig
 from sim_graphs import txt2img
 from test_pipeline_support import (
     ROOT,
+    check_finished,
     child_env,
     output_folder,
     run_in_process,
@@ -244,3 +247,155 @@ def test_problems_are_shown_in_words_never_as_a_traceback(tmp_path: Path) -> Non
         exists = client.post("/new", data={"id": "harbour", "type": "single", "prompt": "x"})
         assert "already exists" in exists.text
         assert not [p for p in os.listdir(orders) if p.startswith(".new-")]  # scratch removed
+
+
+# -- the line, run by the server -----------------------------------------------------------
+
+ROW = re.compile(r'<tr data-order="([^"]+)" data-line-state="([^"]*)"')
+
+
+def until(condition: Any, what: str, timeout_s: float = 60.0) -> Any:
+    """``wait_for`` at a pace that leaves the busy server time to work."""
+    return wait_for(condition, what, timeout_s=timeout_s, interval_s=0.05)
+
+
+def _page_with(client: httpx.Client, wanted: str) -> str:
+    """The line page when it holds ``wanted``, else ""."""
+    text = client.get("/").text
+    return text if wanted in text else ""
+
+
+def line_rows(client: httpx.Client) -> list[tuple[str, str]]:
+    """The line page's orders, in the order shown, each with its state on the line."""
+    return ROW.findall(client.get("/").text)
+
+
+def order_state(order_file: Path, out: Path) -> tuple[str, bool]:
+    db = ledger_path(output_folder(order_file, out))
+    try:
+        status = read_status(db)
+    except LedgerError:  # not there yet, or being made
+        return "new", False
+    return status.order.state.value, status.running
+
+
+def test_the_line_runs_by_priority_pauses_resumes_and_cancels_as_ctrl_c(tmp_path: Path) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    low = single_order(orders, "low", 2)
+    high = single_order(orders, "high", 2, priority=9)
+    mid = single_order(orders, "mid", 2, priority=5)
+    # Another client's prompt holds the server until /interrupt: what the line does meanwhile
+    # is certain, whatever the machine's speed.
+    with running_simulator(sim_config(tmp_path, faults=Faults(stuck_on_prompts=(1,)))) as sim:
+        other = httpx.post(f"{sim.url}/prompt", json={"prompt": txt2img(), "client_id": "x"})
+        other_id = other.json()["prompt_id"]
+        settings = settings_for(sim.url, out, line_max_orders=1, line_poll_s=0.1)
+        with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+            page = client.get("/").text
+            assert 'id="line-state">not started' in page and 'data-line="start"' in page
+            assert client.post("/line/start").status_code == 303
+            until(
+                lambda: (
+                    line_rows(client) == [("high", "running"), ("mid", "next"), ("low", "next")]
+                ),
+                "the queue by priority, the highest running",
+            )
+            assert 'data-line="pause"' in client.get("/").text
+            until(lambda: len(server_queue(sim.url)) >= 2, "high's prompts on the server")
+
+            # Pause: the running order stops as when its window closes (state saved).
+            assert client.post("/line/pause").status_code == 303
+            until(lambda: order_state(high, out) == ("cancelled", False), "high stopped")
+            until(lambda: ("high", "paused") in line_rows(client), "high waiting again")
+            assert server_queue(sim.url) == [other_id]
+            assert 'id="line-state">paused' in client.get("/").text
+            assert client.post("/line/resume").status_code == 303
+            until(lambda: ("high", "running") in line_rows(client), "high running again")
+            until(lambda: len(server_queue(sim.url)) >= 2, "high's prompts back")
+
+            # Cancel on the order: Ctrl-C for it; the line goes on with the next one.
+            assert client.post("/o/high/cancel").status_code == 303
+            assert order_state(high, out) == ("cancelled", False)
+            until(lambda: ("mid", "running") in line_rows(client), "mid started")
+            assert ("high", "cancelled") in line_rows(client)
+            assert 'data-action="again"' in client.get("/o/high").text
+
+            httpx.post(f"{sim.url}/interrupt", json={"prompt_id": other_id})
+            until(lambda: order_state(low, out)[0] == "completed", "low made", timeout_s=120)
+            assert order_state(mid, out)[0] == "completed"
+            assert client.post("/o/high/start").status_code == 303  # "Run again"
+            until(lambda: order_state(high, out)[0] == "completed", "high made", timeout_s=120)
+            until(
+                lambda: [state for _, state in line_rows(client)] == ["completed"] * 3,
+                "every order completed on the line page",
+            )
+            page = client.get("/").text
+            assert 'id="line-state">running' in page and f'data-server="{sim.url}"' in page
+    for order_file in (low, mid, high):
+        check_finished(order_file, out)
+    starts = {f.parent.name: _first_start(f, out) for f in (low, mid, high)}
+    assert starts["high"] < starts["mid"] < starts["low"]
+
+
+def _first_start(order_file: Path, out: Path) -> float:
+    db = ledger_path(output_folder(order_file, out))
+    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as conn:
+        return float(conn.execute("SELECT min(at) FROM event").fetchone()[0])
+
+
+def test_serve_start_runs_the_line_on_several_servers(tmp_path: Path) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    order_file = single_order(orders, "harbour", 6)
+    with (
+        running_simulator(sim_config(tmp_path / "a", fixed_prompt_s=0.02)) as a,
+        running_simulator(sim_config(tmp_path / "b", fixed_prompt_s=0.02)) as b,
+    ):
+        args = ("--start", "--comfyui", a.url, "--comfyui", b.url, "--output-root", str(out))
+        with serve_process(tmp_path, *args) as link, httpx.Client(base_url=link) as client:
+            until(lambda: order_state(order_file, out)[0] == "completed", "the order made")
+            page = client.get("/").text
+            assert f'data-server="{a.url}" data-state="up"' in page
+            assert f'data-server="{b.url}" data-state="up"' in page
+        made = a.stats()["executed"], b.stats()["executed"]
+    check_finished(order_file, out)
+    assert sum(made) == 6 and min(made) > 0
+
+
+HOT_ROOM = ThermalConfig(room_c=70.0, idle_rise_c=10.0, blackout_c=200.0)
+"""An idle card at 80 °C, over the guard's target (78 °C): it never cools enough to go on."""
+
+
+@pytest.mark.parametrize(
+    ("cool_timeout_s", "shown"),
+    [(600.0, "cooling"), (0.5, "held by the guard")],
+)
+def test_a_hot_server_is_shown_cooling_then_held_by_its_guard(
+    tmp_path: Path, cool_timeout_s: float, shown: str
+) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    single_order(orders, "warm", 3)
+    # B hangs on our first prompt: the order keeps running while A's guard decides.
+    b_config = sim_config(tmp_path / "b", faults=Faults(stuck_on_prompts=(1,)))
+    with (
+        running_simulator(sim_config(tmp_path / "a", thermal=HOT_ROOM)) as a,
+        running_simulator(b_config) as b,
+    ):
+        settings = settings_for(
+            a.url,
+            out,
+            cool_timeout_s=cool_timeout_s,
+            first_prompt_timeout_s=120.0,
+            min_prompt_timeout_s=120.0,
+        )
+        config = WebConfig(orders, settings, urls=(a.url, b.url), start_line=True)
+        with serving(config) as base, httpx.Client(base_url=base) as client:
+            wanted = f'data-server="{a.url}" data-state="{shown}"'
+            page = until(lambda: _page_with(client, wanted), shown)
+            server = page[page.index(wanted) :].split("</li>")[0]
+            assert "80 °C" in server
+            if shown == "cooling":
+                assert "at or over the target 78" in server
+            else:
+                assert "its guard stopped it" in server
+            assert f'data-server="{b.url}" data-state="up"' in page
+            assert ROW.findall(page) == [("warm", "running")]

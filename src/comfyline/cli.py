@@ -490,28 +490,49 @@ def serve_command(
     line: Path = typer.Option(  # noqa: B008 - typer's way
         Path("automation/orders"),
         "--line",
-        help="The folder of orders the dashboard shows and runs (new orders are written there).",
+        help="The folder of orders the dashboard shows and runs as `comfyline line --watch` "
+        "does (new orders are written there).",
     ),
-    comfyui: str | None = typer.Option(
-        None, "--comfyui", help="ComfyUI URL (default: $COMFYUI_URL, then http://127.0.0.1:8188)."
+    comfyui: list[str] = typer.Option(  # noqa: B008
+        [],
+        "--comfyui",
+        help="ComfyUI URL; repeat it for several servers (default: $COMFYUI_URL, then "
+        "http://127.0.0.1:8188).",
+    ),
+    backends: Path | None = typer.Option(  # noqa: B008
+        None, "--backends", help="A backends.yaml naming the servers (see docs/SCALING.md)."
     ),
     sim: bool = typer.Option(False, "--sim", help="Run orders on the built-in simulator."),
     output_root: Path | None = typer.Option(  # noqa: B008
         None, help="Folder under which orders write (default: sd/outputs)."
+    ),
+    max_orders: int | None = typer.Option(
+        None, help="Orders the line runs at once, sharing the servers (default: 2)."
+    ),
+    start: bool = typer.Option(
+        False, "--start", help="Start the line at once (else with the line page's Start)."
     ),
 ) -> None:
     """Serve the web dashboard: the line, each order live, review, export, new orders."""
     from comfyline.settings import Settings
     from comfyline.web import WebConfig, bind, needs_token, new_token, serve
 
-    overrides: dict[str, Any] = {"comfyui_url": comfyui} if comfyui else {}
+    # The servers as `comfyline line` takes them: one --comfyui, several, or --backends.
+    overrides: dict[str, Any] = {"comfyui_url": comfyui[0]} if len(comfyui) == 1 else {}
     if output_root is not None:
         overrides["output_root"] = output_root
+    if backends is not None:
+        overrides["backends_file"] = backends
+    if max_orders is not None:
+        overrides["line_max_orders"] = max_orders
     settings = Settings(**overrides)
     token = settings.token.get_secret_value() if settings.token else None
     if token is None and needs_token(host):
         token = new_token()
-    config = WebConfig(orders_dir=line, settings=settings, sim=sim, token=token)
+    urls = tuple(comfyui) if len(comfyui) > 1 else ()
+    config = WebConfig(
+        orders_dir=line, settings=settings, sim=sim, token=token, urls=urls, start_line=start
+    )
     sock = bind(host, port)
 
     def ready(url: str) -> None:

@@ -17,8 +17,14 @@ at any moment (``kill -9`` included) and started again picks up where it was. Wh
    without, it ends when every order it found has run (waiting for windows that are to come).
 
 An order that ends unfinished (failed, partial, stopped on heat, its servers lost) is not
-started again by the same line: start the line again (or ``comfyline run-order``) to retry it.
-An order found completed is not read again until its file changes.
+started again by the same line: start the line again (or ``comfyline run-order``) to retry it,
+or (from the dashboard) :meth:`Line.retake` it. An order found completed is not read again
+until its file changes.
+
+A front end in the line's process (the dashboard of ``comfyline serve``) reads the line with
+:meth:`Line.queue` and :meth:`Line.servers`, and steers it with :meth:`Line.pause`,
+:meth:`Line.resume`, :meth:`Line.cancel` and :meth:`Line.retake`; call them in the line's
+event loop.
 """
 
 from __future__ import annotations
@@ -53,6 +59,34 @@ class Outcome:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class QueueEntry:
+    """One order as the line sees it now. ``state``: ``running``; ``stopping`` (its window
+    closed or the line was paused: it saves its state); ``next`` (it starts when a place is
+    free; ``paused`` while the line is); ``waiting for its window``; or how it ended here:
+    ``completed``, ``cancelled``, ``stopped on heat``, ``error``, ``failed``, ``partial``…
+    ``detail``: the window, or the outcome's line."""
+
+    order: str
+    file: Path
+    priority: int
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server of the line now: ``state`` ``up``, ``down`` (``why``: why it was lost; it is
+    asked again every ``probe_interval_s``) or ``cooling`` (``why``: why its guard holds new
+    prompts); ``temperature_c``: its guard's latest reading (None before one or while down)."""
+
+    name: str
+    url: str
+    state: str
+    why: str
+    temperature_c: float | None
+
+
 @dataclass
 class _Candidate:
     file: Path
@@ -67,16 +101,141 @@ class _Candidate:
         schedule = self.loaded.order.schedule
         return schedule is None or schedule.allows(now.hour, now.minute)
 
+    def window(self) -> str:
+        schedule = self.loaded.order.schedule
+        if schedule is None:
+            return ""
+        return f"{schedule.after or '00:00'}–{schedule.before or '24:00'}"
+
+    def entry(self, state: str, detail: str = "") -> QueueEntry:
+        order = self.loaded.order
+        return QueueEntry(order.id, self.file, order.priority, state, detail)
+
 
 @dataclass
 class _Running:
     candidate: _Candidate
     task: asyncio.Task[Outcome]
-    paused: bool = False  # stopped because its window closed: it goes again when it reopens
+    paused: bool = False  # stopped for its window or a paused line: it goes again after
+
+
+class _LineControls:
+    """What a front end in the line's process calls: steer the line and read it. A base of
+    :class:`Line`, which sets in its ``__post_init__`` the state declared here."""
+
+    paused: bool
+    pool: BackendPool | None
+    outcomes: list[Outcome]
+    now: Callable[[], datetime]
+    _running: dict[Path, _Running]
+    _waiting: list[_Candidate]
+    _ended: set[Path]
+    _cancelled: set[Path]
+    _completed: dict[Path, float]
+    _wake: asyncio.Event
+
+    console: Console
+
+    def say(self, line: str) -> None:
+        self.console.print(f"line: {line}", highlight=False, markup=False)
+
+    def pause(self) -> None:
+        """Stop every running order cleanly (each saves its state, as when its window closes)
+        and start none until :meth:`resume`; the servers stay open."""
+        if self.paused:
+            return
+        self.paused = True
+        self.say("paused: stopping the running orders")
+        for running in self._running.values():
+            if not running.paused:
+                running.paused = True
+                running.task.cancel()
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Start orders again after :meth:`pause` (those stopped resume where they were)."""
+        if self.paused:
+            self.paused = False
+            self.say("resumed")
+            self._wake.set()
+
+    async def cancel(self, file: Path) -> bool:
+        """Stop the order of ``file`` as Ctrl-C stops ``run-order`` (its prompts taken off the
+        servers, its state saved) and wait for it; this line does not start it again unless
+        :meth:`retake` is called. False when the line is not running it."""
+        running = self._running.get(file)
+        if running is None:
+            return False
+        self._cancelled.add(file)
+        self.say(f"{running.candidate.loaded.order.id}: cancelled")
+        running.task.cancel()
+        await asyncio.wait([running.task])
+        return True
+
+    def retake(self, file: Path) -> bool:
+        """Queue again an order that ended on this line (cancelled, failed, partial…); False
+        when it had not ended here."""
+        if file not in self._ended:
+            return False
+        self._ended.discard(file)
+        self._cancelled.discard(file)
+        self.outcomes = [o for o in self.outcomes if o.file != file]
+        self._wake.set()
+        return True
+
+    def queue(self) -> list[QueueEntry]:
+        """Every order the line knows, in its order: running, stopping, next (by priority, then
+        age), waiting for a window, then those that ended here (latest first) and those found
+        completed."""
+        now = self.now()
+        running = sorted(self._running.values(), key=lambda r: r.candidate.key)
+        entries = [r.candidate.entry("stopping" if r.paused else "running") for r in running]
+        later = []
+        for candidate in self._waiting:
+            if candidate.file in self._running or candidate.file in self._ended:
+                continue
+            if not candidate.in_window(now):
+                later.append(candidate.entry("waiting for its window", candidate.window()))
+            else:
+                entries.append(candidate.entry("paused" if self.paused else "next"))
+        entries += later
+        ended = {o.file: o for o in self.outcomes}
+        for file in self._cancelled - set(ended):
+            if file not in self._running:
+                ended[file] = Outcome(file.parent.name, file, "cancelled")
+        shown = {e.file for e in entries}
+        for outcome in reversed(list(ended.values())):
+            if outcome.file not in shown:
+                shown.add(outcome.file)
+                entries.append(
+                    QueueEntry(outcome.order, outcome.file, 0, outcome.state, outcome.message)
+                )
+        for file in self._completed:
+            if file not in shown:
+                entries.append(QueueEntry(file.parent.name, file, 0, "completed"))
+        return entries
+
+    def servers(self) -> list[ServerState]:
+        """Each server of the line now (none while the line is not running)."""
+        if self.pool is None:
+            return []
+        found = []
+        for backend in self.pool.backends:
+            guard = backend.guard
+            temps = [s.temperature_c for s in guard.samples] if guard is not None else []
+            temp = next((t for t in reversed(temps) if t is not None), None)
+            if not self.pool.is_up(backend):
+                state, why = "down", self.pool.lost_reason(backend)
+            elif guard is not None and guard.holding:
+                state, why = "cooling", guard.holding
+            else:
+                state, why = "up", ""
+            found.append(ServerState(backend.name, backend.url, state, why, temp))
+        return found
 
 
 @dataclass
-class Line:
+class Line(_LineControls):
     """The line over ``orders_dir`` (see the module docs). ``urls``, ``sim``: the servers, as
     for ``run-order``; ``now``: local time of day for the windows (a test seam)."""
 
@@ -90,6 +249,8 @@ class Line:
     now: Callable[[], datetime] = datetime.now
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    resume_hint: str = ""
+    """How an order stopped on the line is resumed, in its messages (default: this command)."""
 
     def __post_init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -98,12 +259,15 @@ class Line:
         self._said: dict[Path, float] = {}
         self._completed: dict[Path, float] = {}  # order file -> its mtime when found completed
         self._known: set[Path] | None = None
+        self._waiting: list[_Candidate] = []
+        self._cancelled: set[Path] = set()
         self._wake = asyncio.Event()
+        self.paused = False
+        """While True no order starts; those running were stopped (see :meth:`pause`)."""
+        self.pool: BackendPool | None = None
+        """The servers, while :meth:`run` runs."""
         if self.notifier is None:
             self.notifier = Notifier(self.settings.notify_urls, say=self.say)
-
-    def say(self, line: str) -> None:
-        self.console.print(f"line: {line}", highlight=False, markup=False)
 
     async def run(self) -> list[Outcome]:
         """Run the line until it is done (never, with ``watch``); the outcome of each order
@@ -129,10 +293,12 @@ class Line:
             )
             stack.push_async_callback(pool.aclose)
             self.say(f"{len(backends)} server(s): " + ", ".join(b.name for b in backends))
+            self.pool = pool
             try:
                 await self._loop(pool)
             finally:
                 await self._stop_all()
+                self.pool = None
                 assert self.notifier is not None
                 await self.notifier.drain()
         return self.outcomes
@@ -158,12 +324,13 @@ class Line:
         candidates = sorted(self._candidates(), key=lambda c: c.key)
         waiting = []
         for candidate in candidates:
-            if not candidate.in_window(now):
+            if self.paused or not candidate.in_window(now):
                 waiting.append(candidate)
             elif self._may_start(candidate):
                 self._start(candidate, pool)
             else:
                 waiting.append(candidate)
+        self._waiting = waiting
         return waiting
 
     def _may_start(self, candidate: _Candidate) -> bool:
@@ -245,7 +412,7 @@ class Line:
                 settings=self.settings,
                 pool=pool,
                 console=self.console,
-                resume_hint=f"comfyline line {self.orders_dir}",
+                resume_hint=self.resume_hint or f"comfyline line {self.orders_dir}",
                 clock=self.clock,
                 sleep=self.sleep,
             )

@@ -66,6 +66,7 @@ class _State:
     probe: asyncio.Task[None] | None = None
     listener: OnEvent = lambda event: None
     lost_reason: str = ""
+    gated: dict[int, int] = field(default_factory=dict)  # id(claim) -> its prompts in flight
 
 
 async def open_pool(
@@ -247,6 +248,7 @@ class BackendPool:
             guard.max_batch = level.max_batch
             state.listener = claim.on_event
             await guard.before_prompt()
+            state.gated[id(claim)] = state.gated.get(id(claim), 0) + 1
 
     async def settled(self, backend: Backend) -> None:
         """Tell ``backend``'s guard that the server just finished a prompt (its peak)."""
@@ -254,10 +256,23 @@ class BackendPool:
         if guard is not None:
             await guard.prompt_settled()
 
-    async def after(self, backend: Backend, images: int) -> Sample | None:
-        """Tell ``backend``'s guard that a prompt finished (``images`` made); its reading."""
-        guard = self._state[backend.name].guard
-        return await guard.after_prompt(images) if guard is not None else None
+    async def after(
+        self, backend: Backend, images: int, claim: Claim | None = None
+    ) -> Sample | None:
+        """Tell ``backend``'s guard that a prompt (of ``claim``) finished (``images`` made);
+        its reading."""
+        state = self._state[backend.name]
+        if claim is not None and state.gated.get(id(claim)):
+            state.gated[id(claim)] -= 1
+        return await state.guard.after_prompt(images) if state.guard is not None else None
+
+    async def abandon(self, claim: Claim) -> None:
+        """``claim``'s prompts in flight were taken off the servers: they never end, so no
+        guard waits for them (the orders of a line share the guards)."""
+        for state in self._state.values():
+            for _ in range(state.gated.pop(id(claim), 0)):
+                if state.guard is not None:
+                    await state.guard.after_prompt(0)
 
     def guard(self, backend: Backend, claim: Claim) -> Guard:
         """``backend``'s guard, made (at ``claim``'s level) and watched on first use."""
@@ -286,6 +301,7 @@ class BackendPool:
             state.watch.cancel()
         state.guard = state.watch = None
         state.backend.guard = None
+        state.gated.clear()
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -307,7 +307,7 @@ class Scheduler:
 
     async def _after(self, result: GenerationResult, backend: Backend) -> None:
         """Let the backend's guard learn from the finished prompt; keep its reading."""
-        sample = await self.pool.after(backend, len(result.images))
+        sample = await self.pool.after(backend, len(result.images), self.claim)
         if sample is not None:
             self.ledger.record_reading(
                 temperature_c=sample.temperature_c,
@@ -342,6 +342,7 @@ class Scheduler:
             if self.ledger.slot(flight.index).state is SlotState.SUBMITTED:
                 self.ledger.requeue(flight.index, "cancelled by the user")
         self._in_flight.clear()
+        await self.pool.abandon(self.claim)  # (guards shared with the line's other orders)
 
 
 async def out_of_memory(

@@ -208,6 +208,7 @@ class _GuardReadings:
     _forecast_c: float | None
     trust_read_s: float
     _read_s: float
+    holding: str
 
     # -- readings ----------------------------------------------------------------------------
 
@@ -409,6 +410,7 @@ class _GuardHold(_GuardReadings):
         now = self._clock()
         if hold.began is None:
             hold.began = now
+        self.holding = hold.why or "the card cools"
         if now - hold.began >= self.limits.cool_timeout_s:
             self._trip(hold, temp, now - hold.began)
         delay = self.limits.poll_interval_s
@@ -588,6 +590,9 @@ class Guard(_GuardHold):
         self._resolution_set = resolution_c
         self._lost = False
         self._said: set[str] = set()
+        self.holding = ""
+        """Why the gate holds new prompts now while the card cools ("" while they go): for
+        a live view of the server (the dashboard)."""
 
     # -- the gate ----------------------------------------------------------------------------
 
@@ -597,11 +602,14 @@ class Guard(_GuardHold):
         Raises :class:`GuardTripped` when the card does not cool within ``cool_timeout_s``.
         """
         hold = _Hold()
-        if self._in_series >= self.max_batch:
-            if not await self._series_cooldown(hold):
-                self._release(None)
-                return
-        self._release(await self._pass(hold))
+        try:
+            if self._in_series >= self.max_batch:
+                if not await self._series_cooldown(hold):
+                    self._release(None)
+                    return
+            self._release(await self._pass(hold))
+        finally:
+            self.holding = ""
 
     async def prompt_settled(self) -> None:
         """Call the moment the server finished (or failed) a prompt, before anything else is

@@ -23,6 +23,7 @@ from comfyline.errors import ComfylineError
 from comfyline.web import export_pages, pages, review_pages
 from comfyline.web.catalog import Catalog, UnknownOrder
 from comfyline.web.config import WebConfig
+from comfyline.web.line_control import LineControl
 from comfyline.web.runner import OrderRunner
 from comfyline.web.security import AccessGuard
 
@@ -38,10 +39,15 @@ def create_app(config: WebConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.runner = OrderRunner(config.settings, sim=config.sim)
+        app.state.line = LineControl(config)
+        if config.start_line:
+            app.state.line.start()
         try:
             yield
         finally:
-            await app.state.runner.aclose()  # Ctrl-C on the server saves every running order
+            # Ctrl-C on the server saves every running order, the line's and the others.
+            await app.state.line.aclose()
+            await app.state.runner.aclose()
 
     app = Starlette(
         routes=[

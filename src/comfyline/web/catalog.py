@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from comfyline.errors import ComfylineError
+from comfyline.errors import ComfylineError, LedgerError
 from comfyline.orders import find_orders, load
 from comfyline.settings import Settings
 from comfyline.status import OrderRow, order_row
@@ -62,10 +62,17 @@ class Catalog:
 
     def rows(self) -> list[tuple[str, Path, OrderRow]]:
         """Each order's status row (``comfyline status``'s), with its key and file."""
-        return [(k, f, order_row(f, self.settings)) for k, f in self.files().items()]
+        return [(k, f, self._row(f)) for k, f in self.files().items()]
 
     def row(self, key: str) -> OrderRow:
-        return order_row(self.file(key), self.settings)
+        return self._row(self.file(key))
+
+    def _row(self, file: Path) -> OrderRow:
+        try:
+            return order_row(file, self.settings)
+        except LedgerError:
+            # A runner is making its ledger this moment (no tables yet): it is about to run.
+            return OrderRow(file.parent.name, str(file), "queued")
 
     def new_order_folder(self, order_id: str) -> Path:
         """Where the new-order form puts an order with this (already checked) id."""

@@ -20,6 +20,7 @@ from comfyline.progress import format_duration
 from comfyline.web import forms, images, stream
 from comfyline.web.catalog import Catalog
 from comfyline.web.config import WebConfig
+from comfyline.web.line_control import LineControl, LineSnapshot
 from comfyline.web.log import QUIET_KINDS, log_line
 from comfyline.web.runner import OrderRunner
 
@@ -35,6 +36,7 @@ def routes() -> list[Route]:
     return [
         Route("/", line_page),
         Route("/events", line_events),
+        Route("/line/{action:str}", steer_line, methods=["POST"]),
         Route("/new", new_order_page, methods=["GET", "POST"]),
         Route("/o/{key}", order_page),
         Route("/o/{key}/events", order_events),
@@ -56,6 +58,11 @@ def catalog_of(request: Request) -> Catalog:
 def runner_of(request: Request) -> OrderRunner:
     runner: OrderRunner = request.app.state.runner
     return runner
+
+
+def line_of(request: Request) -> LineControl:
+    line: LineControl = request.app.state.line
+    return line
 
 
 def config_of(request: Request) -> WebConfig:
@@ -84,24 +91,103 @@ def duration(seconds: float | None) -> str:
 
 # -- the line ----------------------------------------------------------------------------
 
+LINE_ACTIONS = ("start", "pause", "resume")
+_ON_THE_LINE = {"running", "stopping", "next", "paused", "waiting for its window"}
+"""The states of an order the line has not finished with (``Line.queue``)."""
+
 
 async def line_page(request: Request) -> Response:
-    html = await asyncio.to_thread(_line_body, request)
+    snapshot = line_of(request).snapshot()  # read in the line's loop; rendered in a thread
+    html = await asyncio.to_thread(_line_body, request, snapshot)
     return render(request, "line.html", {"body": html, "page": "line"})
 
 
 async def line_events(request: Request) -> Response:
-    return _sse(stream.line_stream(lambda: _line_body(request)))
+    async def body() -> str:
+        snapshot = line_of(request).snapshot()
+        return await asyncio.to_thread(_line_body, request, snapshot)
+
+    return _sse(stream.line_stream(body))
 
 
-def _line_body(request: Request) -> str:
+async def steer_line(request: Request) -> Response:
+    """Start, pause or resume the line (the buttons of the line page)."""
+    action = request.path_params["action"]
+    if action not in LINE_ACTIONS:
+        raise HTTPException(404, f"no line action {action!r}; there are {', '.join(LINE_ACTIONS)}")
+    getattr(line_of(request), action)()
+    return RedirectResponse("/", status_code=303)
+
+
+def _line_body(request: Request, line: LineSnapshot) -> str:
+    """The line page's body: the line's state and buttons, its queue in order with each
+    order's status row, and its servers."""
     runner = runner_of(request)
+    found = {file: (key, row) for key, file, row in catalog_of(request).rows()}
+    entries = {e.file: (n, e) for n, e in enumerate(line.queue)}
+    files = sorted(found, key=lambda f: entries[f][0] if f in entries else len(entries))
     rows = []
-    for key, file, row in catalog_of(request).rows():
+    for file in files:
+        key, row = found[file]
+        entry = entries[file][1] if file in entries else None
         job = runner.job(file) if row.state != "invalid" else None
-        rows.append({"key": key, "row": row, "job": job, "actions": _actions(row.state, job)})
-    context = {"rows": rows, "backends": _backends(request, [r["row"] for r in rows])}
+        actions = _order_actions(row.state, job, line, entry)
+        rows.append({"key": key, "row": row, "job": job, "entry": entry, "actions": actions})
+    if line.started:
+        servers = _line_servers(line, rows)
+    else:
+        servers = _backends(request, [r["row"] for r in rows])
+    context = {
+        "rows": rows,
+        "servers": servers,
+        "line": line,
+        "waiting": _waiting_numbers(line),
+        "folder": config_of(request).orders_dir,
+    }
     return fragment(request, "_line_body.html", context | {"duration": duration})
+
+
+def _waiting_numbers(line: LineSnapshot) -> dict[Any, int]:
+    """Each order that waits to start, with its place in the queue (1: next)."""
+    waiting = [e.file for e in line.queue if e.state in ("next", "paused")]
+    return {file: n for n, file in enumerate(waiting, 1)}
+
+
+def _line_servers(line: LineSnapshot, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each server of the running line: its state in the line's pool (up, down, cooling), held
+    by the guard when an order running there says it stopped on heat (its ledger), the orders
+    working on it, its rate over the line's orders and its latest temperature."""
+    found = []
+    for server in line.servers:
+        entry: dict[str, Any] = {
+            "name": server.name,
+            "state": server.state,
+            "why": server.why,
+            "temp": server.temperature_c,
+            "orders": [],
+            "rate": None,
+        }
+        images, seconds = 0, 0.0
+        for r in rows:
+            if r["entry"] is None:
+                continue
+            for use in r["row"].backends:
+                if use.name != server.name:
+                    continue
+                if use.seconds_per_image and use.images:
+                    images += use.images
+                    seconds += use.seconds_per_image * use.images
+                if r["entry"].state != "running":
+                    continue
+                if use.health == "stopped on heat" and server.state == "up":
+                    entry["state"], entry["why"] = "held by the guard", "its guard stopped it"
+                elif use.health == "up" and server.state != "down":
+                    entry["orders"].append(r["row"].order)
+                if entry["temp"] is None and server.state != "down":
+                    entry["temp"] = use.temperature_c
+        entry["rate"] = 60 * images / seconds if seconds else None
+        found.append(entry)
+    return found
 
 
 def _backends(request: Request, rows: list[Any]) -> list[dict[str, Any]]:
@@ -110,13 +196,19 @@ def _backends(request: Request, rows: list[Any]) -> list[dict[str, Any]]:
     config = config_of(request)
     health = _health(request)
     main = "built-in simulator" if config.sim else config.settings.comfyui_url
-    found: dict[str, dict[str, Any]] = {main: {"name": main, "health": health, "temp": None}}
+    found: dict[str, dict[str, Any]] = {main: _server(main, health)}
+    for url in config.urls:  # the line's servers, answering or not: the line will say
+        found.setdefault(url, _server(url, "one of the line's servers"))
     for row in rows:
         for server in row.servers:
-            entry = found.setdefault(server, {"name": server, "health": "", "temp": None})
+            entry = found.setdefault(server, _server(server, ""))
             if row.temperature_c is not None and row.state == "running":
                 entry["temp"] = row.temperature_c
     return list(found.values())
+
+
+def _server(name: str, why: str) -> dict[str, Any]:
+    return {"name": name, "state": None, "why": why, "temp": None, "orders": [], "rate": None}
 
 
 def _health(request: Request) -> str:
@@ -138,8 +230,21 @@ def _health(request: Request) -> str:
     return text
 
 
+def _order_actions(state: str, job: Any, line: LineSnapshot, entry: Any) -> list[str]:
+    """Which buttons an order gets. While the line runs, it starts orders itself: cancel one
+    it runs, queue again one that ended on it unfinished; else as without the line."""
+    if line.started:
+        if entry is not None and entry.state == "running":
+            return ["cancel"]
+        if entry is not None and entry.state not in _ON_THE_LINE | {"completed"}:
+            return ["again"]  # it ended on the line unfinished: cancelled, failed, on heat…
+        if entry is not None or job is None or not job.active:
+            return []
+    return _actions(state, job)
+
+
 def _actions(state: str, job: Any) -> list[str]:
-    """Which buttons an order gets: start, resume or cancel."""
+    """Which buttons an order gets without the line: start, resume or cancel."""
     if job is not None and job.active:
         return ["cancel"]
     if state == "new":
@@ -155,16 +260,17 @@ def _actions(state: str, job: Any) -> list[str]:
 async def order_page(request: Request) -> Response:
     key = request.path_params["key"]
     page = max(0, int_param(request.query_params.get("page"), 0))
-    context = await asyncio.to_thread(_order_context, request, key, page)
+    line = line_of(request).snapshot()
+    context = await asyncio.to_thread(_order_context, request, key, page, line)
     return render(request, "order.html", context)
 
 
-def _order_context(request: Request, key: str, page: int) -> dict[str, Any]:
+def _order_context(request: Request, key: str, page: int, snapshot: LineSnapshot) -> dict[str, Any]:
     place = catalog_of(request).place(key)
     context: dict[str, Any] = {
         "key": key,
         "page": "order",
-        "status_html": _status_html(request, key),
+        "status_html": _status_html(request, key, snapshot),
         "log": [],
         "thumbs": [],
         "chart": [],
@@ -196,11 +302,14 @@ def _chart_points(view: LedgerReader) -> list[list[float]]:
     return [p for p in points[::step]] + (points[-1:] if points and step > 1 else [])
 
 
-def _status_html(request: Request, key: str) -> str:
+def _status_html(request: Request, key: str, line: LineSnapshot) -> str:
     catalog = catalog_of(request)
+    file = catalog.file(key)
     row = catalog.row(key)
-    job = runner_of(request).job(catalog.file(key))
-    context = {"key": key, "row": row, "job": job, "actions": _actions(row.state, job)}
+    job = runner_of(request).job(file)
+    entry = next((e for e in line.queue if e.file == file), None)
+    actions = _order_actions(row.state, job, line, entry)
+    context = {"key": key, "row": row, "job": job, "actions": actions, "entry": entry}
     return fragment(request, "_status.html", context | {"duration": duration})
 
 
@@ -211,27 +320,52 @@ async def order_events(request: Request) -> Response:
     if not event:
         event = int_param(request.query_params.get("after"), 0)
         reading = int_param(request.query_params.get("readings_after"), 0)
+    file = catalog_of(request).file(key)
+    line, runner = line_of(request), runner_of(request)
+
+    async def status(k: str) -> str:
+        snapshot = line.snapshot()  # read in the line's loop; rendered in a thread
+        return await asyncio.to_thread(_status_html, request, k, snapshot)
+
+    def runs() -> object:
+        job = runner.job(file)
+        entry = next((e for e in line.queue() if e.file == file), None)
+        return (job.to_json() if job is not None else None, entry, line.running)
+
     body = stream.order_stream(
         catalog_of(request),
         key,
-        runner_of(request),
         after_event=event,
         after_reading=reading,
-        render_status=lambda k: _status_html(request, k),
+        render_status=status,
+        runs=runs,
     )
     return _sse(body)
 
 
 async def start_order(request: Request) -> Response:
+    """Start (or resume) one order; while the line runs, the line does it: an order that
+    ended on it is queued again, any other unfinished one it takes by itself."""
     key = request.path_params["key"]
     file = catalog_of(request).file(key)
-    runner_of(request).start(file)
+    line = line_of(request)
+    if line.running:
+        if not line.retake(file) and not line.has(file):
+            raise ConfigError(
+                f"the line runs this folder: it takes order {key} when it may (invalid, "
+                "completed and orders held by another runner are left out)"
+            )
+    else:
+        runner_of(request).start(file)
     return RedirectResponse(f"/o/{key}", status_code=303)
 
 
 async def cancel_order(request: Request) -> Response:
+    """Stop the order as Ctrl-C does (its state saved), wherever it runs here."""
     key = request.path_params["key"]
-    await runner_of(request).cancel(catalog_of(request).file(key))
+    file = catalog_of(request).file(key)
+    if not await line_of(request).cancel(file):
+        await runner_of(request).cancel(file)
     return RedirectResponse(f"/o/{key}", status_code=303)
 
 

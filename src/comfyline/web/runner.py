@@ -27,7 +27,7 @@ MAX_MESSAGES = 200
 _log = logging.getLogger(__name__)
 
 
-class _Lines(io.StringIO):
+class Lines(io.StringIO):
     """A file-like sink keeping the last lines a console printed."""
 
     def __init__(self, lines: deque[str]) -> None:
@@ -111,7 +111,7 @@ class OrderRunner:
     async def _run(self, job: Job) -> None:
         from comfyline.pipeline import generate
 
-        console = Console(file=_Lines(job.messages), width=200, highlight=False, no_color=True)
+        console = Console(file=Lines(job.messages), width=200, highlight=False, no_color=True)
         try:
             async with self._turn:
                 job.state = "running"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,6 @@ from comfyline.errors import LedgerError
 from comfyline.ledger import LedgerReader, ledger_path
 from comfyline.web.catalog import Catalog
 from comfyline.web.log import log_line
-from comfyline.web.runner import OrderRunner
 
 POLL_S = 0.2
 """How often a stream looks for news. 20 images a second arrive in batches of about four."""
@@ -59,19 +58,20 @@ class _Cursor:
 async def order_stream(
     catalog: Catalog,
     key: str,
-    runner: OrderRunner,
     *,
     after_event: int,
     after_reading: int,
-    render_status: Callable[[str], str],
+    render_status: Callable[[str], Awaitable[str]],
+    runs: Callable[[], object],
 ) -> AsyncIterator[str]:
     """An order's news: ``images`` (slots done), ``log`` (lines), ``readings`` (sensor),
-    ``status`` (the status panel's HTML, re-rendered from ``order_row``)."""
+    ``status`` (the status panel's HTML, re-rendered from ``order_row`` when the ledger or
+    ``runs()``, how this process runs the order, changed)."""
     place = catalog.place(key)
     cursor = _Cursor(after_event, after_reading)
     reader: LedgerReader | None = None
     seen_version: int | None = None
-    seen_job: Any = None
+    seen_runs: Any = None
     row_due, row_at, beat_at = True, 0.0, time.monotonic()
     try:
         while True:
@@ -82,13 +82,11 @@ async def order_stream(
                 for chunk in _news(reader, cursor):
                     yield chunk
                 row_due = True
-            job = runner.job(place.file)
-            job_state = job.to_json() if job is not None else None
-            if job_state != seen_job:
-                seen_job, row_due = job_state, True
+            if (now_runs := runs()) != seen_runs:
+                seen_runs, row_due = now_runs, True
             now = time.monotonic()
             if row_due and now - row_at >= ROW_EVERY_S:
-                html = await asyncio.to_thread(render_status, key)
+                html = await render_status(key)
                 yield message("status", {"html": html}, cursor.sse_id())
                 row_due, row_at, beat_at = False, now, now
             elif now - beat_at >= HEARTBEAT_S:
@@ -129,12 +127,12 @@ def _news(reader: LedgerReader, cursor: _Cursor) -> list[str]:
     return chunks
 
 
-async def line_stream(render_rows: Callable[[], str]) -> AsyncIterator[str]:
-    """The line's table body (HTML), sent again whenever it changes."""
+async def line_stream(render_rows: Callable[[], Awaitable[str]]) -> AsyncIterator[str]:
+    """The line's body (HTML), sent again whenever it changes."""
     seen = None
     beat_at = time.monotonic()
     while True:
-        html = await asyncio.to_thread(render_rows)
+        html = await render_rows()
         now = time.monotonic()
         if html != seen:
             seen, beat_at = html, now
