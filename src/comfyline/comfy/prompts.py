@@ -259,6 +259,8 @@ class PromptBook:
                     self._settle_from(prompt, entry)
                 else:
                     await self._resend(prompt)
+        except ComfyProtocolError as exc:
+            self._fail_all(exc)  # an answer we cannot read will not read better next time
         except ComfyError:
             return  # the server went away again: the next reconnect reconciles anew
 
@@ -271,8 +273,13 @@ class PromptBook:
             self._queue_changed.clear()
             waiting = [p for p in self.inflight.values() if p.posted and not p.started]
             if waiting:
-                with contextlib.suppress(ComfyError):
+                try:
                     await self._check_waiting(waiting)
+                except ComfyProtocolError as exc:
+                    for prompt in waiting:  # unreadable answers: not worth asking again
+                        self.settle(prompt, exc)
+                except ComfyError:
+                    pass  # gone for now: the next look (or the reconnect) settles them
 
     async def _check_waiting(self, waiting: list[Prompt]) -> None:
         queue = await self.client.queue()

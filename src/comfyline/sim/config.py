@@ -13,6 +13,14 @@ from typing import Any
 
 from comfyline.errors import ConfigError
 
+DEEP_JSON_LEVELS = 100_000
+"""How deep the ``deep_json_*`` faults nest their arrays."""
+
+
+def deep_json() -> str:
+    """:data:`DEEP_JSON_LEVELS` nested empty arrays (``[[[...]]]``), written without recursion."""
+    return "[" * DEEP_JSON_LEVELS + "]" * DEEP_JSON_LEVELS
+
 
 @dataclass(frozen=True)
 class Faults:
@@ -55,6 +63,14 @@ class Faults:
     #: WebSockets (HTTP keeps answering) until the queue is empty, so that the prompts in flight
     #: finish while their client cannot hear them and it has to settle them from ``/history``.
     ws_down_until_idle: bool = False
+    #: Answer ``/history`` and ``/history/{id}`` with :data:`DEEP_JSON_LEVELS` nested arrays
+    #: (valid JSON that a recursive parser cannot read), as a hostile or broken server would.
+    deep_json_history: bool = False
+    #: Send each WebSocket message after a frame of :data:`DEEP_JSON_LEVELS` nested arrays.
+    deep_json_ws: bool = False
+    #: What ``/system_stats`` gives as ``system.comfyui_version`` (any JSON value; ComfyUI
+    #: gives a version string).
+    comfyui_version: Any = "0.3.64"
 
     def to_json(self) -> dict[str, Any]:
         """The faults as a JSON-able dict (the body of ``GET /sim/faults``)."""
@@ -67,9 +83,11 @@ class Faults:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown fault setting(s) {unknown}; known ones are {sorted(known)}")
+        counts = {f.name for f in fields(cls) if isinstance(f.default, tuple)}
         changes: dict[str, Any] = {}
         for key, value in data.items():
-            changes[key] = tuple(int(v) for v in value) if isinstance(value, list) else value
+            listed = isinstance(value, list) and key in counts
+            changes[key] = tuple(int(v) for v in value) if listed else value
         return replace(base or cls(), **changes)
 
 

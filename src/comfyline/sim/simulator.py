@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from comfyline.sim import graph, nodes, render
-from comfyline.sim.config import Faults, SimConfig
+from comfyline.sim.config import Faults, SimConfig, deep_json
 from comfyline.sim.nodeinfo import load_node_defs
 from comfyline.sim.stats import PromptRecord, SimStats
 from comfyline.sim.thermal import ThermalModel
@@ -376,6 +376,8 @@ class Simulator:
 
     async def _send_one(self, socket: Socket, event: str, data: dict[str, Any]) -> bool:
         try:
+            if self.faults.deep_json_ws:
+                await socket.send_text(deep_json())
             await socket.send_text(json.dumps({"type": event, "data": data}))
         except Exception:  # noqa: BLE001 - a dead socket is dropped, as ComfyUI does
             return False
