@@ -43,6 +43,7 @@ from comfyline.errors import (
     ComfyError,
     ComfyUnavailable,
     ConfigError,
+    DiskFull,
     GuardTripped,
     LedgerError,
 )
@@ -399,11 +400,13 @@ class _Run:
             state = OrderState.CANCELLED
         else:
             if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
-                await scheduler.stop()
+                with contextlib.suppress(DiskFull):  # its ledger notes may not fit: stop anyway
+                    await scheduler.stop()
             user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
             state = OrderState.CANCELLED if user_stop else self.log.end_state()
         with contextlib.suppress(LedgerError):
-            self._finalize(state)
+            if not isinstance(exc, DiskFull):  # else write no more: status says interrupted
+                self._finalize(state)
         self.notify(f"stopped; state saved. Resume with: {self._resume_command()}")
 
     def _resume_command(self) -> str:

@@ -51,6 +51,9 @@ class Faults:
     #: These prompts' images are cut to half their bytes: the PNG header (and so the size it
     #: states) is whole, the pixel data is not; only decoding the whole image notices.
     truncated_image_on_prompts: tuple[int, ...] = ()
+    #: These prompts' images are seeded noise: incompressible, so each PNG is as large as its
+    #: pixels (a 256x256 image about 197 KB), for tests that need one big file.
+    noise_images_on_prompts: tuple[int, ...] = ()
     #: These prompts' images are saved at half the width and height the graph asks for.
     wrong_size_on_prompts: tuple[int, ...] = ()
     #: The first ``/view`` of each image of these prompts states the file's full Content-Length,

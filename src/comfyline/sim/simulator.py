@@ -765,6 +765,8 @@ class Simulator:
         for index in range(image.batch):
             name = f"{stem}_{counter + index:05}_.png"
             picture = render.render(width, height, image.seed, image.text, index)
+            if execution in faults.noise_images_on_prompts:
+                picture = render.noise(width, height, image.seed, index)
             render.save_png(picture, folder / name, info)
             self._damage(execution, folder / name)
             self.stats.files_written += 1
