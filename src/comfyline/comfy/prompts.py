@@ -298,6 +298,8 @@ class PromptBook:
 
     def _settle_from(self, prompt: Prompt, entry: HistoryEntry) -> None:
         prompt.images = list(entry.images)
+        if not prompt.seconds and entry.seconds:  # its messages went by while we were away
+            prompt.server_ms = {"start": 0.0, "end": entry.seconds * 1000}
         self.settle(prompt, entry.error())
 
     async def _resend(self, prompt: Prompt) -> None:

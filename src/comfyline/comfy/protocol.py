@@ -251,6 +251,17 @@ class HistoryEntry:
     graph: Mapping[str, Any] | None = None
     """The graph the server ran (``prompt[2]`` of the entry), to tell whose prompt it was."""
 
+    @property
+    def seconds(self) -> float:
+        """Server time from ``execution_start`` to ``execution_success``, by the timestamps
+        (ms) of those messages in the entry; 0 when it lacks one."""
+        stamps = {name: data.get("timestamp") for name, data in self.messages}
+        start = stamps.get(MessageType.EXECUTION_START)
+        end = stamps.get(MessageType.EXECUTION_SUCCESS)
+        if _is_number(start) and _is_number(end):
+            return max(0.0, (float(end) - float(start)) / 1000)
+        return 0.0
+
     def error(self) -> ExecutionFailed | ExecutionInterrupted | None:
         """The failure recorded for the prompt, or None when it succeeded."""
         for name, data in self.messages:
@@ -267,6 +278,10 @@ class HistoryEntry:
                 exception_message="no detail in the history",
             )
         return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
