@@ -258,9 +258,10 @@ class HistoryEntry:
         stamps = {name: data.get("timestamp") for name, data in self.messages}
         start = stamps.get(MessageType.EXECUTION_START)
         end = stamps.get(MessageType.EXECUTION_SUCCESS)
-        if _is_number(start) and _is_number(end):
-            return max(0.0, (float(end) - float(start)) / 1000)
-        return 0.0
+        if not (_is_number(start) and _is_number(end)):
+            return 0.0
+        assert isinstance(start, int | float) and isinstance(end, int | float)
+        return max(0.0, (end - start) / 1000)
 
     def error(self) -> ExecutionFailed | ExecutionInterrupted | None:
         """The failure recorded for the prompt, or None when it succeeded."""
