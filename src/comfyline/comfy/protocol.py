@@ -256,11 +256,10 @@ class HistoryEntry:
         """Server time from ``execution_start`` to ``execution_success``, by the timestamps
         (ms) of those messages in the entry; 0 when it lacks one."""
         stamps = {name: data.get("timestamp") for name, data in self.messages}
-        start = stamps.get(MessageType.EXECUTION_START)
-        end = stamps.get(MessageType.EXECUTION_SUCCESS)
-        if not (_is_number(start) and _is_number(end)):
+        start = _number(stamps.get(MessageType.EXECUTION_START))
+        end = _number(stamps.get(MessageType.EXECUTION_SUCCESS))
+        if start is None or end is None:
             return 0.0
-        assert isinstance(start, int | float) and isinstance(end, int | float)
         return max(0.0, (end - start) / 1000)
 
     def error(self) -> ExecutionFailed | ExecutionInterrupted | None:
@@ -281,8 +280,10 @@ class HistoryEntry:
         return None
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
