@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -100,6 +101,10 @@ class PromptBook:
         self._listener_lock = asyncio.Lock()
         self.inflight: dict[str, Prompt] = {}
         self._queue_changed = asyncio.Event()
+        self._ws_up = False
+        """The socket is open and what was in flight when it last dropped is reconciled."""
+        self._drops: deque[float] = deque()
+        """When the socket dropped since the last finished prompt (see _check_flapping)."""
         self.slowest_s: float | None = None
         """Server seconds of the slowest prompt that was not cached: sets the deadlines."""
 
@@ -149,8 +154,11 @@ class PromptBook:
     async def _listen(self) -> None:
         try:
             while True:
+                self._ws_up = True
                 await self._read(self._ws)
+                self._ws_up = False
                 try:
+                    self._check_flapping()
                     self._ws = await self._reconnect()
                 except ComfyError as exc:
                     self._fail_all(exc)
@@ -207,6 +215,7 @@ class PromptBook:
         self.forget(prompt)
         if not prompt.future.done():
             if error is None:
+                self._drops.clear()  # progress: a server that went away came back to work
                 prompt.future.set_result(None)
             else:
                 prompt.future.set_exception(error)
@@ -228,6 +237,21 @@ class PromptBook:
     def _fail_all(self, error: BaseException) -> None:
         for prompt in list(self.inflight.values()):
             self.settle(prompt, error)
+
+    def _check_flapping(self) -> None:
+        """Count a lost connection; :class:`ComfyUnavailable` at the ``flap_reconnects``-th
+        within ``flap_window_s`` with no prompt finished in between (a server that keeps
+        going away - an overheating card, a crash loop - would take the same prompts forever)."""
+        now, endpoint = self._clock(), self.endpoint
+        self._drops.append(now)
+        while self._drops and self._drops[0] < now - endpoint.flap_window_s:
+            self._drops.popleft()
+        if len(self._drops) >= endpoint.flap_reconnects:
+            raise ComfyUnavailable(
+                f"the ComfyUI server at {self.url} went away {len(self._drops)} times within "
+                f"{endpoint.flap_window_s:g} s without finishing a prompt (an overheating card? "
+                "a crash? see its log); giving up instead of sending the same prompts again"
+            )
 
     async def _reconnect(self) -> WsConnection:
         try:
@@ -272,7 +296,7 @@ class PromptBook:
                     await self._queue_changed.wait()
             self._queue_changed.clear()
             waiting = [p for p in self.inflight.values() if p.posted and not p.started]
-            if waiting:
+            if waiting and self._ws_up:  # else the reconnect settles them (a restart is no delete)
                 try:
                     await self._check_waiting(waiting)
                 except ComfyProtocolError as exc:
@@ -293,7 +317,7 @@ class PromptBook:
                 entry = await self.client.history(prompt.prompt_id)
                 if entry is not None:
                     self._settle_from(prompt, entry)
-                elif not prompt.future.done() and not prompt.started:
+                elif not prompt.future.done() and not prompt.started and self._ws_up:
                     self.settle(prompt, PromptDeleted(prompt.prompt_id, self.url))
 
     def _settle_from(self, prompt: Prompt, entry: HistoryEntry) -> None:

@@ -39,6 +39,11 @@ class Faults:
     #: Restart the server (connections dropped, queue/history/cache lost) after this many
     #: executed prompts (counted since the last restart).
     restart_after_prompts: int | None = None
+    #: These prompts (by execution count) black the server out as they start, as an
+    #: overheating card does: the prompt is lost, and the server is away ``blackout_away_s``
+    #: real seconds with its queue, history and connections gone.
+    blackout_on_prompts: tuple[int, ...] = ()
+    blackout_away_s: float = 0.5
     #: Close every WebSocket (the server stays up) after this many executed prompts.
     drop_ws_after_prompts: int | None = None
     #: These prompts (by execution count) never finish until /interrupt or shutdown.

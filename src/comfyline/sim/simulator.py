@@ -327,7 +327,10 @@ class Simulator:
     # --- sockets ---------------------------------------------------------------------------
 
     def accepts_sockets(self) -> bool:
-        """False while the ws_down_until_idle fault refuses new WebSockets (counted)."""
+        """False while the ws_down_until_idle fault refuses new WebSockets (counted), and while
+        a restart or blackout is under way (a server going down takes no new clients)."""
+        if self._stopping:
+            return False
         if self._ws_down and self.queue_remaining() == 0:
             self._ws_down = False
         if self._ws_down:
@@ -420,6 +423,11 @@ class Simulator:
         await self.broadcast_status()
         if record.execution in self.faults.drop_ws_on_prompts:
             await self._drop_sockets()
+        if record.execution in self.faults.blackout_on_prompts:
+            record.status, record.end_s = "lost", self.clock()
+            self.stats.blackouts += 1
+            self.request_restart(self.faults.blackout_away_s)
+            return
         try:
             status = await self._execute(run)
         except _Blackout:
