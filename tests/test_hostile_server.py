@@ -13,6 +13,7 @@ import pytest
 
 from comfyline.comfy.client import ComfyClient
 from comfyline.errors import ComfyProtocolError
+from comfyline.ledger import slot_prompt_id
 from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     check_finished,
@@ -68,3 +69,20 @@ def test_a_run_whose_history_is_nested_too_deep_stops_with_one_clear_line(tmp_pa
     assert code != 0, printed
     assert "Traceback" not in printed and "RecursionError" not in printed
     assert "deeper than 64 levels" in printed
+
+
+def test_a_server_that_assigns_its_own_prompt_ids_is_followed(tmp_path: Path) -> None:
+    order_file = single_order(tmp_path / "orders", "ownids", 3)
+    out_root = tmp_path / "out"
+    faults = Faults(own_prompt_ids=True)
+    # Short deadlines: a prompt waited for under the id we sent would time out, not hang.
+    settings = settings_for("", out_root, first_prompt_timeout_s=5.0, min_prompt_timeout_s=5.0)
+    with running_simulator(sim_config(tmp_path, faults=faults)) as sim:
+        report, _ = run_in_process(order_file, settings.model_copy(update={"comfyui_url": sim.url}))
+        stats = sim.stats()
+    check_finished(order_file, out_root)
+    assert (stats["started"], stats["executed"]) == (3, 3)  # each made once, none "stuck"
+    planned = {slot_prompt_id("ownids", i, 1, "") for i in range(3)}
+    server_ids = {p["prompt_id"] for p in stats["prompts"]}
+    assert {image.prompt_id for image in report.images} == server_ids
+    assert not server_ids & planned

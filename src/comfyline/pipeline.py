@@ -46,6 +46,7 @@ from comfyline.errors import (
     DiskFull,
     GuardTripped,
     LedgerError,
+    OutputError,
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
 from comfyline.fitting import Admission, fit_backends
@@ -275,7 +276,7 @@ class _Run:
         """Nothing to make. A report that is not the final one (a run killed while it wrote
         it, or a state left 'running') is rebuilt, so what the user sees never lies."""
         report_file = self.out / REPORT_FILE
-        with contextlib.suppress(ComfyError, OSError, ValueError):
+        with contextlib.suppress(ComfyError, OutputError, OSError, ValueError):
             if report_file.exists() and self.ledger.order().state is OrderState.COMPLETED:
                 report = read_report(report_file)
                 if report.order.state == OrderState.COMPLETED.value and not report.totals.missing:

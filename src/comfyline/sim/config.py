@@ -71,6 +71,9 @@ class Faults:
     #: WebSockets (HTTP keeps answering) until the queue is empty, so that the prompts in flight
     #: finish while their client cannot hear them and it has to settle them from ``/history``.
     ws_down_until_idle: bool = False
+    #: Ignore the ``prompt_id`` a client sends with ``POST /prompt`` and assign one of its own
+    #: (as servers before ``prompt_id`` was accepted, or patched ones, do).
+    own_prompt_ids: bool = False
     #: Answer ``/history`` and ``/history/{id}`` with :data:`DEEP_JSON_LEVELS` nested arrays
     #: (valid JSON that a recursive parser cannot read), as a hostile or broken server would.
     deep_json_history: bool = False

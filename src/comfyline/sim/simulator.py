@@ -245,6 +245,8 @@ class Simulator:
         if result.error is not None:
             return 400, result.error_body()
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
+        if self.faults.own_prompt_ids:
+            prompt_id = str(uuid.uuid4())
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
