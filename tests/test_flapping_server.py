@@ -59,3 +59,19 @@ def test_drops_between_finished_prompts_never_add_up(tmp_path: Path) -> None:
 
     check_finished(order_file, out_root)
     assert stats["blackouts"] == 4 and stats["executed"] == 4
+
+
+def test_a_server_gone_past_the_reconnect_timeout_stops_with_one_clean_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMFYLINE_RECONNECT_TIMEOUT_S", "0.5")
+    order_file = single_order(tmp_path / "orders", "gone", 3)
+    faults = Faults(blackout_on_prompts=(2,), blackout_away_s=3.0)
+    with running_simulator(sim_config(tmp_path, faults=faults)) as sim:
+        code, printed = finish(start_runner(order_file, sim.url, tmp_path / "out"))
+
+    assert code == 1, printed
+    assert "did not come back within 0.5 s" in printed
+    assert "Resume with: comfyline run-order" in printed
+    # Nothing after the clean stop: no task left failing on its own.
+    assert "Traceback" not in printed and "never retrieved" not in printed, printed
