@@ -41,7 +41,8 @@ def test_a_server_that_keeps_blacking_out_stops_the_run_with_the_reason(
     assert f"Resume with: comfyline run-order {order_file} --comfyui {sim.url}" in printed
     # Each blackout took a prompt with it, and each lost prompt was sent again on the reconnect
     # (under its own id) until the run gave up: no prompt ran that did not black out.
-    assert stats["executed"] == 0 and stats["started"] == stats["blackouts"] == 3
+    # (A POST under way when the run gave up may still land, so at least 3 blackouts.)
+    assert stats["executed"] == 0 and stats["started"] == stats["blackouts"] >= 3
     starts = Counter(p["prompt_id"] for p in stats["prompts"])
     assert max(starts.values()) >= 2, starts
     status = status_of(order_file, out_root)

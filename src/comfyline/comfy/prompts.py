@@ -158,7 +158,8 @@ class PromptBook:
                 await self._read(self._ws)
                 self._ws_up = False
                 try:
-                    self._check_flapping()
+                    self._drops.append(self._clock())
+                    _check_flapping(self._drops, self.endpoint)
                     self._ws = await self._reconnect()
                 except ComfyError as exc:
                     self._fail_all(exc)
@@ -237,21 +238,6 @@ class PromptBook:
     def _fail_all(self, error: BaseException) -> None:
         for prompt in list(self.inflight.values()):
             self.settle(prompt, error)
-
-    def _check_flapping(self) -> None:
-        """Count a lost connection; :class:`ComfyUnavailable` at the ``flap_reconnects``-th
-        within ``flap_window_s`` with no prompt finished in between (a server that keeps
-        going away - an overheating card, a crash loop - would take the same prompts forever)."""
-        now, endpoint = self._clock(), self.endpoint
-        self._drops.append(now)
-        while self._drops and self._drops[0] < now - endpoint.flap_window_s:
-            self._drops.popleft()
-        if len(self._drops) >= endpoint.flap_reconnects:
-            raise ComfyUnavailable(
-                f"the ComfyUI server at {self.url} went away {len(self._drops)} times within "
-                f"{endpoint.flap_window_s:g} s without finishing a prompt (an overheating card? "
-                "a crash? see its log); giving up instead of sending the same prompts again"
-            )
 
     async def _reconnect(self) -> WsConnection:
         try:
@@ -347,6 +333,20 @@ class PromptBook:
             clock=self._clock,
             sleep=self._sleep,
             retry_on=retry_on,
+        )
+
+
+def _check_flapping(drops: deque[float], endpoint: Endpoint) -> None:
+    """:class:`ComfyUnavailable` at the ``flap_reconnects``-th lost connection (``drops``, the
+    last one now) within ``flap_window_s`` with no prompt finished in between: a server that
+    keeps going away (an overheating card, a crash loop) would take the same prompts forever."""
+    while drops[0] < drops[-1] - endpoint.flap_window_s:
+        drops.popleft()
+    if len(drops) >= endpoint.flap_reconnects:
+        raise ComfyUnavailable(
+            f"the ComfyUI server at {endpoint.url} went away {len(drops)} times within "
+            f"{endpoint.flap_window_s:g} s without finishing a prompt (an overheating card? "
+            "a crash? see its log); giving up instead of sending the same prompts again"
         )
 
 
