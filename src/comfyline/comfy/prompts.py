@@ -253,10 +253,11 @@ class PromptBook:
 
     async def _reconcile(self) -> None:
         """After a reconnect: settle, keep, or resend each prompt in flight (see module doc)."""
+        posted = [p for p in self.inflight.values() if p.posted]  # later ones are not in `queue`
         try:
             queue = await self.retrying(self.client.queue)
-            for prompt in list(self.inflight.values()):
-                if not prompt.posted or prompt.future.done():
+            for prompt in posted:
+                if prompt.future.done():
                     continue
                 if prompt.prompt_id in queue.running:
                     prompt.started = True
