@@ -279,6 +279,10 @@ def test_cancel_on_the_page_stops_the_order_as_ctrl_c_does(tmp_path: Path) -> No
             assert client.post("/o/harbour/start").status_code == 303
             # Ours wait behind the other client's prompt, which never ends by itself.
             wait_for(lambda: len(server_queue(sim.url)) >= 2, what="our prompts on the server")
+            # A re-roll waits for the run to stop: the run holds the order's ledger.
+            refused = client.post("/o/harbour/review/reroll", json={"image": 0})
+            assert refused.status_code == 400
+            assert "order harbour is running here" in refused.json()["error"]
             assert client.post("/o/harbour/cancel").status_code == 303
             assert server_queue(sim.url) == [other_id]  # ours taken off, the other left alone
             status = read_status(ledger_path(output_folder(order_file, tmp_path / "out")))
@@ -465,3 +469,26 @@ def test_a_hot_server_is_shown_cooling_then_held_by_its_guard(
                 assert "its guard stopped it" in server
             assert f'data-server="{b.url}" data-state="up"' in page
             assert ROW.findall(page) == [("warm", "running")]
+
+
+def test_on_the_line_a_reroll_of_a_completed_order_is_left_to_the_line(tmp_path: Path) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    order_file = single_order(orders, "harbour", 2)
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, out, line_poll_s=0.1)
+        run_in_process(order_file, settings)
+        db = ledger_path(output_folder(order_file, out))
+        old_seed = read_slots(db)[0].seed
+        with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+            assert client.post("/line/start").status_code == 303
+            until(lambda: line_rows(client) == [("harbour", "completed")], "found completed")
+            reply = client.post("/o/harbour/review/reroll", json={"image": 0}, timeout=30)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["run"] == "is queued on the line"
+            until(
+                lambda: read_slots(db)[0].state is SlotState.DONE,
+                "the line to make the re-rolled image",
+            )
+            until(lambda: order_state(order_file, out) == ("completed", False), "the run's end")
+            slot = read_slots(db)[0]
+            assert slot.generation == 1 and slot.seed == reply.json()["new_seed"] != old_seed

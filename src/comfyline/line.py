@@ -386,7 +386,9 @@ class Line(_LineControls):
         if status.running:
             self._say_once(file, mtime, f"{file}: another runner holds it; left to it")
             return True
-        if status.order.state is OrderState.COMPLETED:
+        # A re-roll leaves a completed order with slots to make again: it is not finished.
+        left = status.counts.planned + status.counts.submitted
+        if status.order.state is OrderState.COMPLETED and not left:
             self._completed[file] = mtime
             return True
         return False

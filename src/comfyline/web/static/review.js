@@ -109,6 +109,7 @@ function askReroll() {
   if (!tile) return;
   if (rerolling.has(Number(tile.dataset.index))) { say(`image ${tile.dataset.index} is being re-rolled`); return; }
   asking = tile;
+  say("");
   document.getElementById("reroll-question").textContent =
     `Re-roll image ${tile.dataset.index}? Its file moves to rerolled/ and the order runs to make a new one with another seed.`;
   confirmBox.hidden = false;
