@@ -24,7 +24,7 @@ from rich.console import Console
 
 from comfyline import __version__
 from comfyline.errors import ConfigError
-from comfyline.ledger import Ledger, SlotRecord, ledger_path
+from comfyline.ledger import Ledger, OrderState, SlotRecord, can_transition, ledger_path
 from comfyline.orders import LoadedOrder, load
 from comfyline.review import resolve_images
 from comfyline.revisions import REROLLED_DIR, aside_name, settle_moves
@@ -85,6 +85,9 @@ def request_reroll(
         for index in indexes:
             slot = ledger.slot(index)
             done.append(_reopen(ledger, loaded, slot, stems))
+        if can_transition(ledger.order().state, OrderState.QUEUED):
+            # Images are to be made again: the order is no longer complete (status says so).
+            ledger.set_order_state(OrderState.QUEUED)
         settle_moves(ledger, out, notify)
     for item in done:
         notify(
