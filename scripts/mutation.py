@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         print(f"no module {name!r} in [tool.comfyline-mutation]; known: {', '.join(runs)}")
         return 2
     base = dict(project["tool"]["mutmut"])
-    base.update(only_mutate=runs[name]["only_mutate"])
+    base.update({k: v for k, v in runs[name].items() if k != "tests"})
     base["pytest_add_cli_args_test_selection"] = runs[name]["tests"]
 
     work = ROOT / ".mutation" / name
@@ -65,6 +65,9 @@ def main(argv: list[str]) -> int:
     text = "\n".join(kept) + f"\n\n[tool.mutmut]\n{section}\n"
     (work / "pyproject.toml").write_text(text, "utf-8")
 
+    # The folder must exist before Python starts: a PYTHONPATH entry that is missing then is
+    # skipped for good, and the first run would test the unmutated code.
+    (work / "mutants" / "src").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     # Tests that run comfyline as a child process must import the mutants too.
     env["PYTHONPATH"] = str(work / "mutants" / "src")

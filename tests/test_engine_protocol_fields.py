@@ -261,3 +261,13 @@ def test_an_unreadable_answer_to_a_post_names_the_server_status_and_body() -> No
     with pytest.raises(ComfyProtocolError) as info:
         parse_prompt_response(503, {"busy": True}, server=SERVER)
     assert str(info.value) == f"POST /prompt at {SERVER} answered 503: {{'busy': True}}"
+
+
+def test_an_interrupt_before_any_node_has_no_node() -> None:
+    # Changed: the recorded interrupted entry without its node (stopped before a node ran).
+    prompt_id, body = _entry("after executing(node=null)", "10")
+    del body[prompt_id]["status"]["messages"][-1][1]["node_id"]
+    entry = parse_history(body, prompt_id)
+    assert entry is not None
+    error = entry.error()
+    assert isinstance(error, ExecutionInterrupted) and error.node_id is None
