@@ -9,6 +9,7 @@ of a mutation run over ``ledger.py`` (docs/TESTING.md).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,61 @@ def test_a_plan_whose_indexes_moved_names_the_index(tmp_path: Path) -> None:
     with Ledger.open(path, "cats", "fp-1") as led, pytest.raises(LedgerError) as info:
         led.ensure_slots(moved)
     assert "slot 1 now plans index 5 but its ledger" in str(info.value)
+
+
+def test_a_done_slot_keeps_everything_it_was_made_with(ledger: Ledger) -> None:
+    pid = slot_prompt_id("cats", 2, 1)
+    ledger.mark_submitted(2, pid, 1, backend="gpu-a")
+    qc = [{"flags": ["dark"], "hash": "f" * 16}, {"flags": [], "hash": "0" * 16}]
+    ledger.mark_done(
+        2,
+        ["img-0002.png", "img-0002_2.png"],
+        ["ab" * 32, "cd" * 32],
+        3.5,
+        {"steps": 6, "cfg": 5.0},
+        sizes=[(512, 768), (512, 768)],
+        wall_seconds=4.25,
+        checkpoint="tiny-sd15.safetensors",
+        qc=qc,
+    )
+    slot = ledger.slot(2)
+    assert slot.made_with == {"steps": 6, "cfg": 5.0}
+    assert slot.sizes == ((512, 768), (512, 768))
+    assert slot.qc == tuple(qc)
+    assert (slot.wall_seconds, slot.checkpoint, slot.backend) == (
+        4.25,
+        "tiny-sd15.safetensors",
+        "gpu-a",
+    )
+    (line,) = ledger.events("done")
+    assert (line.index, line.attempt, line.prompt_id) == (2, 1, pid)
+    assert line.detail == {"files": ["img-0002.png", "img-0002_2.png"]}
+
+
+def test_a_done_slot_made_as_planned_has_no_made_with_and_no_qc(ledger: Ledger) -> None:
+    ledger.mark_submitted(0, slot_prompt_id("cats", 0, 1), 1)
+    ledger.mark_done(0, ["img-0000.png"], ["ab" * 32], 1.0)
+    slot = ledger.slot(0)
+    assert (slot.made_with, slot.qc, slot.sizes) == (None, (), ())
+
+
+@pytest.mark.parametrize(
+    ("field", "changed"),
+    [
+        ("key", {"key": "img-x"}),
+        ("prompt", {"prompt": "a dog"}),
+        ("negative", {"negative": "sharp"}),
+        ("seed", {"seed": 7}),
+        ("params", {"params": {"steps": 9, "cfg": 5.0}}),
+    ],
+)
+def test_a_plan_that_changed_names_the_field(
+    tmp_path: Path, field: str, changed: dict[str, object]
+) -> None:
+    path = ledger_path(tmp_path / "out")
+    with Ledger.open(path, "cats", "fp-1") as led:
+        led.ensure_slots(plan(2))
+    moved = [plan(2)[0], replace(plan(2)[1], **changed)]
+    with Ledger.open(path, "cats", "fp-1") as led, pytest.raises(LedgerError) as info:
+        led.ensure_slots(moved)
+    assert f"slot 1 now plans {field} " in str(info.value)
