@@ -139,11 +139,11 @@ async def test_a_trip_names_where_it_stuck_in_its_event() -> None:
 
 async def test_a_no_sensor_series_pause_is_counted_in_the_cooling_time() -> None:
     clock = FakeClock()
-    guard, _ = make_guard(NoSensor(), clock, pause=0.0, max_batch=2)
+    guard, _ = make_guard(NoSensor(), clock, pause=1.5, max_batch=2)
     await run_images(guard, 3)
-    assert clock.sleeps == [30.0]
-    assert guard.stats.paused_s == 30.0
-    assert guard.cooling_s_per_image() == 10.0
+    assert clock.sleeps == [1.5, 30.0]
+    assert guard.stats.paused_s == 31.5
+    assert guard.cooling_s_per_image() == 10.5
 
 
 async def test_a_pause_under_a_second_is_still_taken() -> None:
@@ -159,3 +159,52 @@ async def test_with_a_sensor_the_estimate_before_any_image_is_no_cooling() -> No
     await guard.before_prompt()
     assert guard.cooling_s_per_image() == 0.0
     assert guard.estimated_cooling_s(4) == 0.0
+
+
+async def test_the_guard_keeps_every_event_it_told_timed_from_its_start() -> None:
+    clock = FakeClock()
+    guard, seen = make_guard(ScriptedSensor([80.0, 76.0, 72.0]), clock)
+    guard.heat.add(50.0, 55.0)
+    await guard.before_prompt()
+    assert guard.events == seen and kinds(guard.events) == ["held"]
+    assert guard.events[0].t_s == 2.0  # two 1 s re-reads after the guard was made
+
+
+async def test_a_trip_names_the_release_temperature_under_the_margin() -> None:
+    clock = FakeClock()
+    guard, _ = make_guard(
+        ScriptedSensor([70.0, 65.0]), clock, limits=Limits(cool_timeout_s=3), margin=1.0
+    )
+    with pytest.raises(GuardTripped, match="to 57.1 °C"):  # the prior's start for 78 - 1
+        await guard.before_prompt()
+
+
+async def test_a_card_hot_after_a_series_keeps_holding_when_the_sensor_then_fails() -> None:
+    clock = FakeClock()
+    sensor = ScriptedSensor([70.0, 73.0, 73.0, None])
+    guard, events = make_guard(sensor, clock, max_batch=1, limits=Limits(cool_timeout_s=5))
+    barely_heats(guard)
+    await run_images(guard, 1)
+    with pytest.raises(GuardTripped, match="did not cool from 73.0 °C"):
+        await guard.before_prompt()
+    assert kinds(events) == ["series_cooldown", "no_temperature", "tripped"]
+
+
+async def test_a_reading_without_a_temperature_is_said_as_such() -> None:
+    clock = FakeClock()
+    vram = Reading(vram_used_bytes=4 * 2**30, vram_total_bytes=12 * 2**30)
+    guard, events = make_guard(ScriptedSensor([vram]), clock)
+    await guard.before_prompt()
+    assert "no temperature from the scripted sensor (it reports no temperature)" in (
+        events[0].message
+    )
+
+
+async def test_throttling_names_each_reason() -> None:
+    clock = FakeClock()
+    reasons = ("sw_thermal_slowdown", "hw_thermal_slowdown")
+    hot = Reading(temperature_c=75.0, thermal_throttling=True, clock_event_reasons=reasons)
+    guard, events = make_guard(ScriptedSensor([hot, 72.0]), clock)
+    guard.heat.add(50.0, 55.0)
+    await guard.before_prompt()
+    assert "(sw_thermal_slowdown, hw_thermal_slowdown)" in events[0].message
