@@ -126,11 +126,12 @@ def test_refuses_an_orders_output_folder_and_deletes_nothing(tmp_path: Path) -> 
 async def test_the_guard_paces_the_smoke_test_by_the_cards_temperature(
     make_sim: MakeSim, tmp_path: Path
 ) -> None:
-    # The user's card (the simulator's fit): 1.54 s of work per standard image, 10x faster.
+    # The user's card (the simulator's fit): 1.54 s of work per standard image, 2x faster (a
+    # reading late on a busy machine counts 1/time_scale times over: see test_guard_thermal).
     work_s, steps, pixels = 1.54, 8, 320 * 320 / 512**2
     console, _ = _console()
     out = tmp_path / "out"
-    with make_sim(step_s=work_s / steps / pixels, time_scale=0.1, thermal=ThermalConfig()) as sim:
+    with make_sim(step_s=work_s / steps / pixels, time_scale=0.5, thermal=ThermalConfig()) as sim:
         options = SmokeOptions(count=4, pause_s=0, out_dir=out, seed=1)
         report = await run_smoke_test(Settings(comfyui_url=sim.url), options, console=console)
         assert sim.stats()["blackouts"] == 0
