@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,8 @@ from comfyline.ledger import Ledger, SlotState
 from comfyline.orders import Plan, Slot
 from comfyline.quality import QcResult, SeriesChecker
 from comfyline.reports.png_metadata import with_parameters
+from comfyline.reroll import replace_flagged
+from comfyline.revisions import settle_moves
 from comfyline.schemas.order import Order
 
 if TYPE_CHECKING:
@@ -73,8 +75,10 @@ def write_images(
 
 
 class SlotWriter:
-    """Finishes a slot: writes its images once (parameters inside), checks their quality
-    (flags only), and marks it done in the ledger - the last step of every image of a run."""
+    """Finishes a slot: writes its images once (parameters inside), checks their quality, and
+    marks it done in the ledger - the last step of every image of a run. With ``qc.replace`` a
+    slot whose images fail the checks is set to be made again (:func:`replace_flagged`);
+    ``plan`` then holds its new seed and file name."""
 
     def __init__(
         self,
@@ -132,12 +136,32 @@ class SlotWriter:
                 flags = ", ".join(check.flags)
                 more = f" of {check.duplicate_of}" if check.duplicate_of else ""
                 self.notify(f"quality: {check.source} is {flags}{more}")
+        if self.order.qc.replace and not all(check.ok for check in checks):
+            self._replace(index)
+
+    def _replace(self, index: int) -> None:
+        """Set the slot to be made again with its next re-roll seed (``qc.replace``), its
+        flagged files moved to ``rerolled/``; the scheduler sends it again in this run."""
+        old = self.ledger.slot(index).files
+        reopened = replace_flagged(self.ledger, self.order, [index], notify=self.notify)
+        if not reopened:
+            return  # a limit is reached: the image stays, flagged
+        settle_moves(self.ledger, self.out, self.notify)
+        self.qc.forget([*old, *(Path(f).name for f in old)])
+        record = self.ledger.slot(index)
+        self.plan = replace(
+            self.plan,
+            slots=tuple(
+                replace(s, seed=record.seed, stem=record.stem) if s.index == index else s
+                for s in self.plan.slots
+            ),
+        )
 
     def _quality_checks(
         self, result: GenerationResult, written: list[WrittenImage]
     ) -> list[QcResult]:
         """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
-        (flags only: what to sell is decided at review and export)."""
+        (what to sell is decided at review and export; ``qc.replace`` remakes flagged ones)."""
         return [
             self.qc.check(image.data, Path(w.path).name)
             for image, w in zip(result.images, written, strict=True)

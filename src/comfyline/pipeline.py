@@ -70,6 +70,7 @@ from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.recovery import reconcile
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
+from comfyline.reroll import replace_flagged
 from comfyline.revisions import (
     SIMULATED_DIR,
     Survey,
@@ -260,6 +261,9 @@ class _Run:
             planned = {s.index for s in self.plan.slots}
             beyond = [r.index for r in ledger.iter_slots() if r.index not in planned]
             ledger.drop_slots(beyond, "the order's count went down")
+            # A flagged image a killed run did not replace yet (or qc.replace turned on since).
+            if replace_flagged(ledger, self.order, planned, notify=self.notify):
+                self.plan = self._plan()
             settle_moves(ledger, self.out, self.notify)
             self.writer = SlotWriter(
                 self.out, ledger, self.plan, self.order, self.notify, folder=self.folder
@@ -388,6 +392,7 @@ class _Run:
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
         await self.writer.finish(index, result, backend, self.checkpoint)
+        self.plan = self.writer.plan  # a QC replacement's new seed and file name
 
     def _counted(self, ok: bool) -> None:
         snapshot = self.throughput.image_done(ok)

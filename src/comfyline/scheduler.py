@@ -132,7 +132,7 @@ class Scheduler:
             pool,
             backends,
             request=lambda i, pid, attempt: make_request(i, pid, oom.params, attempt),
-            finish=finish,
+            finish=self._collected,
             on_result=on_result,
             notify=notify,
             changed=self._changed,
@@ -275,8 +275,8 @@ class Scheduler:
         self._attempts[index] = self._attempts.get(index, 0) + 1
         if result.ok:
             self.oom.on_success()
-            await self._finish(index, result, backend)
-            self._on_result(True)
+            if await self._finish_slot(index, result, backend):
+                self._on_result(True)
             return
         error = result.error
         assert error is not None
@@ -299,6 +299,19 @@ class Scheduler:
         else:
             self._on_result(False)
             self._notify(f"slot {index} failed: {error}")
+
+    async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> bool:
+        """``finish`` the slot; True when it is done. A slot ``finish`` set to be made again
+        (its image failed the quality checks, ``qc.replace``) goes back in the queue."""
+        await self._finish(index, result, backend)
+        if self.ledger.slot(index).state is not SlotState.PLANNED:
+            return True
+        self._attempts.pop(index, None)
+        self._queue.append(index)
+        return False
+
+    async def _collected(self, index: int, result: GenerationResult, backend: Backend) -> None:
+        await self._finish_slot(index, result, backend)
 
     def _again(self, index: int, why: str) -> None:
         self.ledger.requeue(index, why)

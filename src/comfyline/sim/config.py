@@ -43,6 +43,11 @@ class Faults:
     #: These prompts' images are cut to half their bytes: the PNG header (and so the size it
     #: states) is whole, the pixel data is not; only decoding the whole image notices.
     truncated_image_on_prompts: tuple[int, ...] = ()
+    #: These prompts' images are all black (a NaN in the VAE does that): whole, valid PNGs
+    #: that only a quality check catches.
+    black_image_on_prompts: tuple[int, ...] = ()
+    #: Every prompt whose positive text contains this makes black images, each time it runs.
+    black_image_on_text: str | None = None
     #: These prompts' images are saved at half the width and height the graph asks for.
     wrong_size_on_prompts: tuple[int, ...] = ()
     #: The first ``/view`` of each image of these prompts states the file's full Content-Length,
