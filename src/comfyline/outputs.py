@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from comfyline import reroll
 from comfyline.errors import LedgerError, OutputError
 from comfyline.generation import GenerationResult
 from comfyline.images import sha256_hex, write_atomic
@@ -22,7 +23,6 @@ from comfyline.ledger import Ledger, SlotState
 from comfyline.orders import Plan, Slot
 from comfyline.quality import QcResult, SeriesChecker
 from comfyline.reports.png_metadata import with_parameters
-from comfyline.reroll import replace_flagged
 from comfyline.revisions import settle_moves
 from comfyline.schemas.order import Order
 
@@ -137,25 +137,27 @@ class SlotWriter:
                 more = f" of {check.duplicate_of}" if check.duplicate_of else ""
                 self.notify(f"quality: {check.source} is {flags}{more}")
         if self.order.qc.replace and not all(check.ok for check in checks):
-            self._replace(index)
+            self.replace_flagged([index])  # the scheduler sends it again in this run
 
-    def _replace(self, index: int) -> None:
-        """Set the slot to be made again with its next re-roll seed (``qc.replace``), its
-        flagged files moved to ``rerolled/``; the scheduler sends it again in this run."""
-        old = self.ledger.slot(index).files
-        reopened = replace_flagged(self.ledger, self.order, [index], notify=self.notify)
-        if not reopened:
-            return  # a limit is reached: the image stays, flagged
+    def replace_flagged(self, indexes: Iterable[int] | None = None) -> int:
+        """Set the made slots of ``indexes`` (default: all) whose images failed the quality
+        checks to be made again, as ``qc.replace`` allows (:func:`reroll.replace_flagged`),
+        ``plan`` given their new seeds and file names; then move every file the ledger set
+        aside (these, and any a killed run left: :func:`settle_moves`). Returns how many were
+        set to be made again; 0 when none (or a limit is reached: the images stay, flagged)."""
+        reopened = reroll.replace_flagged(self.ledger, self.order, indexes, notify=self.notify)
         settle_moves(self.ledger, self.out, self.notify)
-        self.qc.forget([*old, *(Path(f).name for f in old)])
-        record = self.ledger.slot(index)
-        self.plan = replace(
-            self.plan,
-            slots=tuple(
-                replace(s, seed=record.seed, stem=record.stem) if s.index == index else s
-                for s in self.plan.slots
-            ),
+        if not reopened:
+            return 0
+        if hasattr(self, "qc"):  # no later image is a near-duplicate of one set aside
+            self.qc.forget(n for r in reopened for f in r.old_files for n in (f, Path(f).name))
+        new = {r.index: self.ledger.slot(r.index) for r in reopened}
+        slots = (
+            replace(s, seed=new[s.index].seed, stem=new[s.index].stem) if s.index in new else s
+            for s in self.plan.slots
         )
+        self.plan = replace(self.plan, slots=tuple(slots))
+        return len(reopened)
 
     def _quality_checks(
         self, result: GenerationResult, written: list[WrittenImage]

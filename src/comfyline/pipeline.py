@@ -70,7 +70,6 @@ from comfyline.presets import GenerationParams
 from comfyline.progress import ProgressDisplay, Throughput
 from comfyline.recovery import reconcile
 from comfyline.reports.report import REPORT_FILE, GenerationReport, read_report
-from comfyline.reroll import replace_flagged
 from comfyline.revisions import (
     SIMULATED_DIR,
     Survey,
@@ -261,13 +260,10 @@ class _Run:
             planned = {s.index for s in self.plan.slots}
             beyond = [r.index for r in ledger.iter_slots() if r.index not in planned]
             ledger.drop_slots(beyond, "the order's count went down")
-            # A flagged image a killed run did not replace yet (or qc.replace turned on since).
-            if replace_flagged(ledger, self.order, planned, notify=self.notify):
-                self.plan = self._plan()
-            settle_moves(ledger, self.out, self.notify)
             self.writer = SlotWriter(
                 self.out, ledger, self.plan, self.order, self.notify, folder=self.folder
             )
+            self.writer.replace_flagged(planned)  # (a killed run's); moves what was set aside
             yield ledger
 
     def _plan(self) -> Plan:
@@ -325,7 +321,7 @@ class _Run:
             pool=pool,
             claim=claim,
             make_request=lambda i, pid, params, attempt: self._request(
-                self.plan.slot(i), pid, params, attempt
+                self.writer.plan.slot(i), pid, params, attempt
             ),
             finish=self._finish_slot,
             oom=self.oom,
@@ -392,7 +388,6 @@ class _Run:
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
         await self.writer.finish(index, result, backend, self.checkpoint)
-        self.plan = self.writer.plan  # a QC replacement's new seed and file name
 
     def _counted(self, ok: bool) -> None:
         snapshot = self.throughput.image_done(ok)

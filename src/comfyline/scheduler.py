@@ -132,7 +132,7 @@ class Scheduler:
             pool,
             backends,
             request=lambda i, pid, attempt: make_request(i, pid, oom.params, attempt),
-            finish=self._collected,
+            finish=self._finish_slot,
             on_result=on_result,
             notify=notify,
             changed=self._changed,
@@ -149,9 +149,8 @@ class Scheduler:
         self._queue.extend(indexes)
 
     def resend(self, index: int, backend: Backend | None = None) -> None:
-        """Queue a SUBMITTED slot the server never had, to be posted again to that server
-        (default: the first) under the prompt id the ledger holds (no new attempt: nothing of
-        it reached a GPU)."""
+        """Queue a SUBMITTED slot the server never had, to be posted again to ``backend`` (default:
+        the first) under the ledger's prompt id (no new attempt: nothing of it reached a GPU)."""
         name = (backend or self.backends[0]).name
         self._resend.setdefault(name, deque()).append(index)
 
@@ -301,17 +300,11 @@ class Scheduler:
             self._notify(f"slot {index} failed: {error}")
 
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> bool:
-        """``finish`` the slot; True when it is done. A slot ``finish`` set to be made again
-        (its image failed the quality checks, ``qc.replace``) goes back in the queue."""
+        """``finish``; False: it set the slot to be made again (``qc.replace``): queued again."""
         await self._finish(index, result, backend)
-        if self.ledger.slot(index).state is not SlotState.PLANNED:
-            return True
-        self._attempts.pop(index, None)
-        self._queue.append(index)
-        return False
-
-    async def _collected(self, index: int, result: GenerationResult, backend: Backend) -> None:
-        await self._finish_slot(index, result, backend)
+        if again := self.ledger.slot(index).state is SlotState.PLANNED:
+            self._queue.append(index)
+        return not again
 
     def _again(self, index: int, why: str) -> None:
         self.ledger.requeue(index, why)
