@@ -22,6 +22,7 @@ from comfyline.sim import Faults, running_simulator
 from comfyline.status import order_row
 from test_orders_evolve_kill import _start
 from test_pipeline_support import (
+    comfyline,
     finish,
     output_folder,
     run_in_process,
@@ -115,7 +116,7 @@ def test_a_prompt_that_always_makes_black_stops_at_the_per_image_limit(tmp_path:
     _check_history(report, folder)
     assert report.qc is not None
     assert (report.qc.replaced, report.qc.flagged, report.qc.budget_spent) == (4, 2, False)
-    assert "made 2 time(s) already" in printed
+    assert "replaced 2 time(s) already" in printed
 
 
 def test_the_order_budget_caps_the_replacements(tmp_path: Path) -> None:
@@ -136,6 +137,14 @@ def test_the_order_budget_caps_the_replacements(tmp_path: Path) -> None:
     assert "the order's replacements are spent" in printed
     written = (folder / "generation_report.json").read_text("utf-8")
     assert '"budget_spent": true' in written
+    shown = comfyline(
+        "status", str(tmp_path / "orders" / "qcr"), "--output-root", str(tmp_path / "out")
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "qcr: quality: 2 replaced (of 2 allowed), 3 image(s) flagged, the replacement budget "
+        "is spent (qc.max_extra)"
+    ) in shown.stdout
 
 
 def test_without_replace_a_black_image_is_only_flagged(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def replace_flagged(
             continue
         files = ", ".join(slot.files)
         if _qc_count(slot) >= qc.max_per_image:
-            notify(f"quality: {files} stays flagged: made {qc.max_per_image} time(s) already")
+            notify(f"quality: {files} stays flagged: replaced {qc.max_per_image} time(s) already")
             continue
         if left <= 0:
             notify(f"quality: {files} stays flagged: the order's replacements are spent")
