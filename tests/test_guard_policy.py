@@ -545,6 +545,17 @@ async def test_sensor_failing_mid_run_falls_back_to_the_pause_and_says_so_once()
     assert [(s.start_c, s.end_c) for s in guard.heat.samples] == [(50.0, 61.0), (52.0, 62.0)]
 
 
+async def test_a_sensor_that_keeps_coming_and_going_is_reported_once_each_way() -> None:
+    clock = FakeClock()
+    # A card that blacks out again and again: its sensor fails and comes back three times.
+    fine, gone = [50.0, 61.0], [None, None]
+    sensor = ScriptedSensor(fine + (gone + fine) * 3)
+    guard, events = make_guard(sensor, clock, pause=2.0)
+    await run_images(guard, 7)
+    assert kinds(events) == ["no_temperature", "sensor_back"]
+    assert guard.stats.missed_readings == 6
+
+
 # -- a lagging sensor, early re-reads, the ETA, the time line -----------------------------
 
 

@@ -105,13 +105,14 @@ def test_a_download_cut_off_is_fetched_again_whole(tmp_path: Path) -> None:
 _CUT_WRITE = """
 import resource, signal, sys
 from pathlib import Path
+from comfyline.errors import DiskFull
 from comfyline.images import write_atomic
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:
     write_atomic(Path(sys.argv[1]), b"new " * 4096)
-except OSError as exc:
-    print(type(exc).__name__, exc.errno)
+except DiskFull as exc:  # a full disk, said as such (the EFBIG is its cause)
+    print(type(exc).__name__, getattr(exc.__cause__, "errno", None))
 """
 
 
@@ -121,7 +122,7 @@ def test_a_write_cut_off_midway_leaves_the_old_file_whole(tmp_path: Path) -> Non
     done = subprocess.run(
         [sys.executable, "-c", _CUT_WRITE, str(target)], capture_output=True, text=True, timeout=60
     )
-    assert done.stdout.split() == ["OSError", str(errno.EFBIG)], done.stdout + done.stderr
+    assert done.stdout.split() == ["DiskFull", str(errno.EFBIG)], done.stdout + done.stderr
     assert target.read_bytes() == b"old image"  # never a partial file under the final name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0001_42.png"]  # no temp file left
 
@@ -131,5 +132,5 @@ def test_a_write_cut_off_midway_leaves_no_file(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _CUT_WRITE, str(target)], capture_output=True, text=True, timeout=60
     )
-    assert done.stdout.split() == ["OSError", str(errno.EFBIG)], done.stdout + done.stderr
+    assert done.stdout.split() == ["DiskFull", str(errno.EFBIG)], done.stdout + done.stderr
     assert list(target.parent.iterdir()) == []

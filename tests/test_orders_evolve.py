@@ -251,6 +251,23 @@ def test_reroll_cli_says_what_it_does(tmp_path: Path) -> None:
     assert "order 'cli' completed: 2/2 prompts done" in ok.stderr
 
 
+def test_a_requested_reroll_leaves_the_order_unfinished_until_it_runs(tmp_path: Path) -> None:
+    """Between the request and the run that makes the new image, the order is not complete:
+    status says so, with the command that makes it (what the dashboard's re-roll leaves when
+    its run is yet to come)."""
+    order_file = single_order(tmp_path / "orders", "pending", 2)
+    out_root = tmp_path / "out"
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, out_root)
+        run_in_process(order_file, settings)
+        reroll_module.request_reroll(order_file, [1], settings=settings)
+        row = order_row(order_file, settings)
+        assert row.state == "interrupted" and (row.done, row.total) == (1, 2)
+        assert row.resume is not None and row.resume.startswith("comfyline run-order")
+        report, _ = run_in_process(order_file, settings)
+    assert report.order.state == "completed"
+
+
 def test_a_reroll_recorded_but_not_moved_is_finished_by_the_next_run(tmp_path: Path) -> None:
     order_file = single_order(tmp_path / "orders", "midway", 2)
     out_root = tmp_path / "out"

@@ -114,6 +114,12 @@ def test_rerun_collects_what_the_server_finished_while_the_runner_was_down(
     assert (stats["interrupted"], stats["lost"]) == (0, 0)
     collected = {image.prompt_id for image in report.images} & finished_meanwhile
     assert collected == finished_meanwhile
+    # Their seconds are the server's, from the history's execution timestamps (not 0).
+    server_s = {p["prompt_id"]: p["end_s"] - p["start_s"] for p in stats["prompts"]}
+    for image in report.images:
+        if image.prompt_id in finished_meanwhile:
+            assert image.seconds is not None
+            assert 0.2 <= image.seconds <= server_s[image.prompt_id] + 0.1, image
 
 
 def test_ctrl_c_cancels_on_the_server_saves_the_state_and_says_how_to_resume(

@@ -34,11 +34,13 @@ def test_prompts_finished_while_the_socket_was_down_are_settled_from_history(
     # The sockets close as the 3rd prompt starts, and no new one is accepted until the queue
     # is empty: the 3rd prompt (and any posted behind it) finish while nobody hears them.
     faults = Faults(drop_ws_on_prompts=(3,), ws_down_until_idle=True)
-    with running_simulator(sim_config(tmp_path, faults=faults)) as sim:
+    with running_simulator(sim_config(tmp_path, faults=faults, fixed_prompt_s=0.05)) as sim:
         report, printed = run_in_process(order_file, settings_for(sim.url, out_root))
         stats = sim.stats()
 
     check_finished(order_file, out_root)
+    # The unheard ones too have the server's seconds, from their history's timestamps.
+    assert all(image.seconds and image.seconds >= 0.04 for image in report.images), report
     assert stats["ws_drops"] == 1, printed
     # Every prompt was posted once and made once: no allowance (a re-post of a finished
     # prompt would show as a 7th start, executed or cached).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from comfyline.ledger import ledger_path, read_slots, read_status
+from comfyline.orders import load
+from comfyline.pipeline import output_dir
 from comfyline.review import list_review
 from comfyline.sim import Faults, running_simulator
 from comfyline.web import WebConfig
@@ -166,15 +170,12 @@ def test_keyboard_review_then_export_honours_it(tmp_path: Path, browser: Browser
         _saved(page, "image 3: approved (saved)")
         _keys(page, "u")  # undo the last decision: image 3 is not reviewed again
         _saved(page, "image 3: decision undone (saved)")
-        _keys(page, "r")
-        expect(page.locator("#review-msg")).to_contain_text("not available yet")
-        # The key list says so too, before anyone presses R.
-        expect(page.locator(".keys")).to_contain_text("R re-roll (not available yet")
         decisions = {item.index: item.decision for item in list_review(order_file, settings)}
         assert decisions == {0: "approved", 1: "rejected", 2: "approved", 3: None}
         _keys(page, "ArrowLeft", "ArrowLeft")
         loupe = page.locator("#loupe-img")
-        expect(loupe).to_have_attribute("src", "/o/fruit/image/1/0")
+        version = read_slots(ledger_path(output_dir(load(order_file).order, settings)))[1]
+        expect(loupe).to_have_attribute("src", f"/o/fruit/image/1/0?v={version.sha256s[0][:16]}")
         page.wait_for_function("document.getElementById('loupe-img').naturalWidth > 0")
         shown = page.evaluate(
             "(() => { const i = document.getElementById('loupe-img');"
@@ -202,6 +203,78 @@ def test_keyboard_review_then_export_honours_it(tmp_path: Path, browser: Browser
     names = sorted(row["Filename"] for row in rows)
     assert [name[:4] for name in names] == ["0000", "0002"], names  # approved only
     assert all(row["Title"] for row in rows)
+
+
+def test_r_re_rolls_the_selected_image_after_a_confirm(tmp_path: Path, browser: Browser) -> None:
+    orders = tmp_path / "orders"
+    order_file = write_order(orders, "lighthouse", SINGLE)
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, tmp_path / "out")
+        in_thread(run_in_process, order_file, settings)
+        db = ledger_path(output_dir(load(order_file).order, settings))
+        old = read_slots(db)[2]
+        with serving(WebConfig(orders, settings)) as base:
+            page = browser.new_page(viewport=WIDE)
+            page.goto(f"{base}/o/lighthouse/review")
+            expect(page.locator(".tile")).to_have_count(6)
+            expect(page.locator(".keys")).to_contain_text("R re-roll (asks first")
+            tile_img = page.locator("#i2 img")
+            expect(tile_img).to_have_attribute(
+                "src", f"/o/lighthouse/thumb/2/0?v={old.sha256s[0][:16]}"
+            )
+            confirm = page.locator("#reroll-confirm")
+            # Esc cancels; the button asks too, and its Cancel closes the question.
+            _keys(page, "ArrowRight", "ArrowRight", "r")
+            expect(confirm).to_be_visible()
+            expect(confirm).to_contain_text("Re-roll image 2?")
+            _keys(page, "Escape")
+            expect(confirm).to_be_hidden()
+            expect(page.locator("#review-msg")).to_have_text("re-roll cancelled")
+            page.click("#reroll")
+            expect(confirm).to_be_visible()
+            page.click("#reroll-no")
+            expect(confirm).to_be_hidden()
+            assert read_slots(db)[2].generation == 0  # nothing re-rolled
+            # R, then Enter: the old file is set aside and the order runs; the tile shows the
+            # new image when it is made (the order's event stream says so).
+            _keys(page, "r")
+            expect(confirm).to_be_visible()
+            both_widths(page, "review-reroll-confirm")
+            with page.expect_response(f"{base}/o/lighthouse/review/reroll") as answer:
+                _keys(page, "Enter")
+            expect(confirm).to_be_hidden()
+            reply = answer.value.json()
+            assert reply["image"] == 2 and reply["generation"] == 1, reply
+            assert reply["moved_to"][0].startswith("rerolled/") and reply["run"] == "runs here"
+            expect(page.locator("#review-msg")).to_contain_text(
+                "re-rolled, new seed", timeout=WAIT_MS
+            )
+            new = read_slots(db)[2]
+            assert new.generation == 1 and new.seed != old.seed
+            expect(tile_img).to_have_attribute(
+                "src", f"/o/lighthouse/thumb/2/0?v={new.sha256s[0][:16]}"
+            )
+            page.wait_for_function(
+                "(() => { const i = document.querySelector('#i2 img');"
+                " return i.complete && i.naturalWidth > 0; })()",
+                timeout=WAIT_MS,
+            )
+            expect(page.locator("#i2")).not_to_have_class(re.compile(r"\brerolling\b"))
+            expect(page.locator("#loupe-info")).to_contain_text(f"seed {new.seed}")
+            both_widths(page, "review-rerolled")
+            wait_for(
+                lambda: (
+                    read_status(db).order.state.value == "completed" and not read_status(db).running
+                ),
+                what="the re-roll's run to finish",
+                timeout_s=WAIT_MS / 1000,
+            )
+            # A reload shows the new image too.
+            page.reload()
+            expect(tile_img).to_have_attribute(
+                "src", f"/o/lighthouse/thumb/2/0?v={new.sha256s[0][:16]}"
+            )
+            page.close()
 
 
 def _csv_rows(archive: Path, member: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from comfyline.errors import LedgerError
-from comfyline.ledger import ledger_path, read_status
+from comfyline.ledger import SlotState, ledger_path, read_slots, read_status
 from comfyline.sim import Faults, ThermalConfig, running_simulator
 from comfyline.web import WebConfig
 from sim_graphs import txt2img
@@ -120,6 +120,8 @@ def test_on_loopback_foreign_hosts_and_cross_site_posts_are_refused(tmp_path: Pa
             ):
                 refused = client.post("/o/harbour/start", headers=headers)
                 assert refused.status_code == 403, headers
+                reroll = client.post("/o/harbour/review/reroll", json={"image": 0}, headers=headers)
+                assert reroll.status_code == 403, headers
             assert client.post("/new", headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
     assert not ledger_path(output_folder(order_file, tmp_path / "out")).exists()  # not started
 
@@ -162,6 +164,70 @@ def test_images_are_served_by_ledger_index_and_never_outside(tmp_path: Path) -> 
         assert client.get("/o/harbour/thumb/1/0").status_code == 404
 
 
+def test_a_reroll_sets_the_image_aside_and_the_run_makes_it_with_another_seed(
+    tmp_path: Path,
+) -> None:
+    orders = tmp_path / "orders"
+    order_file = single_order(orders, "harbour", 3)
+    single_order(orders, "fresh", 2)  # never run
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, tmp_path / "out")
+        run_in_process(order_file, settings)
+        folder = output_folder(order_file, tmp_path / "out")
+        db = ledger_path(folder)
+        old = read_slots(db)[1]
+        old_bytes = (folder / old.files[0]).read_bytes()
+        with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+            old_thumb = client.get(f"/o/harbour/thumb/1/0?v={old.sha256s[0][:16]}")
+            assert "immutable" in old_thumb.headers["cache-control"]  # named by its version
+            # Problems come back as words in JSON, never a traceback; nothing is re-rolled.
+            for name, body, words in (
+                ("harbour", {"image": 99}, "no made image is called '99'"),
+                ("harbour", {"image": "1"}, 'send JSON {"image": INDEX}'),
+                ("fresh", {"image": 0}, "has made no images yet"),
+                ("nope", {"image": 0}, "no order"),
+            ):
+                answer = client.post(f"/o/{name}/review/reroll", json=body)
+                assert answer.status_code in (400, 404), (name, answer.text)
+                assert "Traceback" not in answer.text
+                if answer.status_code == 400:
+                    assert words in answer.json()["error"], answer.text
+            assert read_slots(db)[1].generation == 0
+
+            reply = client.post("/o/harbour/review/reroll", json={"image": 1}, timeout=30)
+            assert reply.status_code == 200, reply.text
+            done = reply.json()
+            assert done["image"] == 1 and done["generation"] == 1 and done["run"] == "runs here"
+            assert done["old_seed"] == old.seed != done["new_seed"]
+            assert (folder / done["moved_to"][0]).read_bytes() == old_bytes  # set aside
+            assert done["moved_to"][0].startswith("rerolled/")
+            # The order's event stream, from the re-roll on, says when the new image is made.
+            with client.stream(
+                "GET", f"/o/harbour/events?after={done['after']}", timeout=60
+            ) as stream:
+                made = next(
+                    data
+                    for _, event, data in _sse(stream.iter_lines())
+                    if event == "images" and any(i == 1 for i, _, _ in data)
+                )
+            until(
+                lambda: order_state(order_file, tmp_path / "out") == ("completed", False), "the run"
+            )
+            new = read_slots(db)[1]
+            assert new.state is SlotState.DONE and new.generation == 1
+            assert new.seed == done["new_seed"] and new.sha256s[0] != old.sha256s[0]
+            assert (folder / new.files[0]).is_file()
+            version = new.sha256s[0][:16]
+            assert [1, 1, [version]] in made
+            # The page's new URL shows the new image; the old URL is checked again each time.
+            fresh = client.get(f"/o/harbour/thumb/1/0?v={version}")
+            assert fresh.content != old_thumb.content
+            stale = client.get(f"/o/harbour/thumb/1/0?v={old.sha256s[0][:16]}")
+            assert stale.headers["cache-control"] == "private, no-cache"
+            etag = {"If-None-Match": fresh.headers["etag"]}
+            assert client.get("/o/harbour/thumb/1/0", headers=etag).status_code == 304
+
+
 def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str, Any]]:
     """(id, event, data) of each message of an event stream."""
     fields: dict[str, str] = {}
@@ -188,7 +254,7 @@ def test_the_event_stream_sends_each_image_once_and_resumes(tmp_path: Path) -> N
         with client.stream("GET", f"{base}/o/harbour/events?after=0") as stream:
             for message_id, event, data in _sse(stream.iter_lines()):
                 last_id = message_id
-                images += [index for index, _ in data] if event == "images" else []
+                images += [index for index, _, _ in data] if event == "images" else []
                 log += [line["text"] for line in data] if event == "log" else []
                 if event == "status":
                     assert "completed" in data["html"]
@@ -213,6 +279,10 @@ def test_cancel_on_the_page_stops_the_order_as_ctrl_c_does(tmp_path: Path) -> No
             assert client.post("/o/harbour/start").status_code == 303
             # Ours wait behind the other client's prompt, which never ends by itself.
             wait_for(lambda: len(server_queue(sim.url)) >= 2, what="our prompts on the server")
+            # A re-roll waits for the run to stop: the run holds the order's ledger.
+            refused = client.post("/o/harbour/review/reroll", json={"image": 0})
+            assert refused.status_code == 400
+            assert "order harbour is running here" in refused.json()["error"]
             assert client.post("/o/harbour/cancel").status_code == 303
             assert server_queue(sim.url) == [other_id]  # ours taken off, the other left alone
             status = read_status(ledger_path(output_folder(order_file, tmp_path / "out")))
@@ -399,3 +469,26 @@ def test_a_hot_server_is_shown_cooling_then_held_by_its_guard(
                 assert "its guard stopped it" in server
             assert f'data-server="{b.url}" data-state="up"' in page
             assert ROW.findall(page) == [("warm", "running")]
+
+
+def test_on_the_line_a_reroll_of_a_completed_order_is_left_to_the_line(tmp_path: Path) -> None:
+    orders, out = tmp_path / "orders", tmp_path / "out"
+    order_file = single_order(orders, "harbour", 2)
+    with running_simulator(sim_config(tmp_path)) as sim:
+        settings = settings_for(sim.url, out, line_poll_s=0.1)
+        run_in_process(order_file, settings)
+        db = ledger_path(output_folder(order_file, out))
+        old_seed = read_slots(db)[0].seed
+        with serving(WebConfig(orders, settings)) as base, httpx.Client(base_url=base) as client:
+            assert client.post("/line/start").status_code == 303
+            until(lambda: line_rows(client) == [("harbour", "completed")], "found completed")
+            reply = client.post("/o/harbour/review/reroll", json={"image": 0}, timeout=30)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["run"] == "is queued on the line"
+            until(
+                lambda: read_slots(db)[0].state is SlotState.DONE,
+                "the line to make the re-rolled image",
+            )
+            until(lambda: order_state(order_file, out) == ("completed", False), "the run's end")
+            slot = read_slots(db)[0]
+            assert slot.generation == 1 and slot.seed == reply.json()["new_seed"] != old_seed

@@ -86,8 +86,9 @@ class Backend:
 
     @property
     def device(self) -> str | None:
-        devices = self.stats.get("devices") or [{}]
-        name = devices[0].get("name") if isinstance(devices[0], dict) else None
+        devices = self.stats.get("devices")
+        first = devices[0] if isinstance(devices, list) and devices else None
+        name = first.get("name") if isinstance(first, dict) else None
         return name if isinstance(name, str) else None
 
     def start_guard(

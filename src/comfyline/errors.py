@@ -27,6 +27,7 @@ they enter, with ``raise ... from exc``.
     ├── LedgerError              the order's SQLite ledger is unusable
     │   └── OrderLocked          another runner is working on the same order
     ├── OutputError              a result file (report, contact sheet, chart) cannot be written
+    ├── DiskFull                 a file cannot be written: no space, a quota or a file size limit
     └── ExportError              an upload package for a marketplace cannot be made
         ├── MarketRefused        the marketplace does not accept AI-generated images
         └── PackageInvalid       files or rows break a marketplace's rules (carries every problem)
@@ -254,6 +255,17 @@ class OrderLocked(LedgerError):
 
 class OutputError(ComfylineError):
     """A result file (report, contact sheet, chart, image metadata) cannot be read or written."""
+
+
+class DiskFull(ComfylineError):
+    """A file (an image, the ledger, the report) cannot be written: the disk is full, a quota
+    is used up, or a file size limit is reached. The run stops as interrupted; once there is
+    space, the same command resumes it."""
+
+    def __init__(self, message: str, *, path: str, free_bytes: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.free_bytes = free_bytes
 
 
 class ExportError(ComfylineError):

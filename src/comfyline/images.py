@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from comfyline.disk import full_disk_error
 from comfyline.errors import ImageInvalid
 
 TEMP_SUFFIX = ".tmp"
@@ -58,18 +59,25 @@ def sha256_hex(data: bytes) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` never holds a partial file.
 
-    The folder is created if needed. An existing file at ``path`` is replaced. On Windows, a
+    The folder is created if needed. An existing file at ``path`` is replaced. A full disk
+    (no space, a quota, a file size limit) raises :class:`~comfyline.errors.DiskFull`, other
+    failures ``OSError``. On Windows, a
     target held open for a moment by a virus scanner or the search indexer is retried for up to
     about a second before the ``PermissionError`` is raised.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as file:
             file.write(data)
             file.flush()
             _sync(file.fileno())
         _replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if (full := full_disk_error(exc, path)) is not None:
+            raise full from exc
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -47,6 +47,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from comfyline import lock
+from comfyline.disk import full_disk_sqlite_error
 from comfyline.errors import LedgerError, OrderLocked
 
 SCHEMA_VERSION = 3
@@ -582,6 +583,8 @@ class _LedgerFile:
             self._conn.commit()
             del self._readings[:flushed]
         except sqlite3.Error as exc:
+            if (full := full_disk_sqlite_error(exc, self.path)) is not None:
+                raise full from exc
             raise LedgerError(f"cannot write the ledger {self.path}: {exc}") from exc
 
     def _write_readings(self) -> None:

@@ -173,11 +173,12 @@ class _LineControls:
         return True
 
     def retake(self, file: Path) -> bool:
-        """Queue again an order that ended on this line (cancelled, failed, partial…); False
-        when it had not ended here."""
-        if file not in self._ended:
+        """Queue again an order that ended on this line (cancelled, failed, partial…) or was
+        found completed (a re-roll reopened it); False when neither."""
+        if file not in self._ended and file not in self._completed:
             return False
         self._ended.discard(file)
+        self._completed.pop(file, None)
         self._cancelled.discard(file)
         self.outcomes = [o for o in self.outcomes if o.file != file]
         self._wake.set()
@@ -385,7 +386,9 @@ class Line(_LineControls):
         if status.running:
             self._say_once(file, mtime, f"{file}: another runner holds it; left to it")
             return True
-        if status.order.state is OrderState.COMPLETED:
+        # A re-roll leaves a completed order with slots to make again: it is not finished.
+        left = status.counts.planned + status.counts.submitted
+        if status.order.state is OrderState.COMPLETED and not left:
             self._completed[file] = mtime
             return True
         return False

@@ -41,9 +41,11 @@ from comfyline.errors import (
     ComfyError,
     ComfyUnavailable,
     ConfigError,
+    DiskFull,
     GuardTripped,
     LedgerError,
     OrderError,
+    OutputError,
 )
 from comfyline.finish import RUN_END, RUN_START, write_outputs
 from comfyline.fitting import Admission, fit_backends
@@ -276,7 +278,7 @@ class _Run:
         """Nothing to make. A report that is not the final one (a run killed while it wrote
         it, or a state left 'running') is rebuilt, so what the user sees never lies."""
         report_file = self.out / REPORT_FILE
-        with contextlib.suppress(ComfyError, OSError, ValueError):
+        with contextlib.suppress(ComfyError, OutputError, OSError, ValueError):
             if report_file.exists() and self.ledger.order().state is OrderState.COMPLETED:
                 report = read_report(report_file)
                 if report.order.state == OrderState.COMPLETED.value and not report.totals.missing:
@@ -401,23 +403,16 @@ class _Run:
             state = OrderState.CANCELLED
         else:
             if not isinstance(exc, ComfyUnavailable):  # else there is nobody to tell
-                await scheduler.stop()
+                with contextlib.suppress(DiskFull):  # its ledger notes may not fit: stop anyway
+                    await scheduler.stop()
             user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
             state = OrderState.CANCELLED if user_stop else self.log.end_state()
         with contextlib.suppress(LedgerError):
-            self._finalize(state)
-        self.notify(f"stopped; state saved. Resume with: {self._resume_command()}")
-
-    def _resume_command(self) -> str:
-        if self.options.resume_hint:
-            return self.options.resume_hint
-        command = f"comfyline run-order {self.loaded.file}"
-        backend = getattr(self, "backend", None)
-        if self.options.sim or (backend is not None and backend.name == SIMULATOR):
-            return command + " --sim"
-        if hasattr(self, "pool"):
-            return command + "".join(f" --comfyui {b.url}" for b in self.pool.backends)
-        return command
+            if not isinstance(exc, DiskFull):  # else write no more: status says interrupted
+                self._finalize(state)
+        where = getattr(self, "backend", None), getattr(self, "pool", None)
+        command = _resume(self.loaded, self.options, *where)
+        self.notify(f"stopped; state saved. Resume with: {command}")
 
     def _banner(self, waiting: int) -> str:
         p = self.order.params
@@ -456,6 +451,20 @@ class _Run:
             f"{counts.failed} failed; report: {self.out / REPORT_FILE}"
         )
         return report
+
+
+def _resume(
+    loaded: LoadedOrder, options: _Options, backend: Backend | None, pool: BackendPool | None
+) -> str:
+    """The command that resumes a run on the servers it ran on."""
+    if options.resume_hint:
+        return options.resume_hint
+    command = f"comfyline run-order {loaded.file}"
+    if options.sim or (backend is not None and backend.name == SIMULATOR):
+        return command + " --sim"
+    if pool is not None:
+        return command + "".join(f" --comfyui {b.url}" for b in pool.backends)
+    return command
 
 
 def _run_start(first: Backend, pool: BackendPool) -> dict[str, Any]:

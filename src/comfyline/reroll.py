@@ -27,7 +27,14 @@ from rich.console import Console
 
 from comfyline import __version__
 from comfyline.errors import ConfigError
-from comfyline.ledger import Ledger, SlotRecord, SlotState, ledger_path
+from comfyline.ledger import (
+    Ledger,
+    OrderState,
+    SlotRecord,
+    SlotState,
+    can_transition,
+    ledger_path,
+)
 from comfyline.orders import LoadedOrder, load
 from comfyline.quality import QcSettings
 from comfyline.review import resolve_images
@@ -89,6 +96,9 @@ def request_reroll(
         for index in indexes:
             slot = ledger.slot(index)
             done.append(_reopen(ledger, loaded.order, slot, stems))
+        if can_transition(ledger.order().state, OrderState.QUEUED):
+            # Images are to be made again: the order is no longer complete (status says so).
+            ledger.set_order_state(OrderState.QUEUED)
         settle_moves(ledger, out, notify)
     for item in done:
         notify(

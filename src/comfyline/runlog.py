@@ -35,6 +35,8 @@ class RunLog:
     def move_to(self, state: OrderState) -> None:
         """Record ``state``, passing through the states the order skipped to get there."""
         current = self.ledger.order().state
+        if current is state:
+            return  # a finished order whose report is rebuilt stays completed
         if current is OrderState.NEW:
             self.ledger.set_order_state(OrderState.VALIDATED)
             current = OrderState.VALIDATED

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     reconnect_timeout_s: float = Field(
         default=120.0, ge=0, description="How long to wait for a server that went away."
     )
+    flap_reconnects: int = Field(
+        default=5,
+        ge=1,
+        description="Stop when a server went away this many times within flap_window_s "
+        "without finishing a prompt (a flapping server); its prompts are re-sent until then.",
+    )
+    flap_window_s: float = Field(
+        default=600.0, gt=0, description="The window of flap_reconnects, in seconds."
+    )
     output_root: Path = Field(
         default=Path("sd/outputs"), description="Folder under which every order writes."
     )

@@ -280,7 +280,9 @@ class ComfyUIAdapter:
             fetched = await self._runner.fetch(request, unique(list(entry.images)), graph)
         except ImageInvalid as exc:
             return GenerationResult(request=request, prompt_id=prompt_id, error=exc)
-        return GenerationResult(request=request, prompt_id=prompt_id, images=tuple(fetched))
+        return GenerationResult(
+            request=request, prompt_id=prompt_id, images=tuple(fetched), seconds=entry.seconds
+        )
 
 
 def _canonical(graph: Mapping[str, Any]) -> str:

@@ -25,6 +25,8 @@ from comfyline.comfy.protocol import (
     ImageRef,
     PromptAccepted,
     QueueState,
+    check_json_depth,
+    json_too_deep,
     parse_history,
     parse_prompt_response,
     parse_queue,
@@ -267,13 +269,16 @@ class ComfyClient:
 
     def _decode(self, response: httpx.Response, path: str) -> Any:
         try:
-            return response.json()
+            body = response.json()
+        except RecursionError as exc:
+            raise json_too_deep(self._url(path)) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "no content type")
             raise ComfyProtocolError(
                 f"{self._url(path)} answered HTTP {response.status_code} with {kind}, not JSON "
                 f"({response.text[:120]!r}); is this a ComfyUI server?"
             ) from exc
+        return check_json_depth(body, self._url(path))
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async with self._translate(method, path):

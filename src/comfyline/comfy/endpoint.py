@@ -25,6 +25,9 @@ class Endpoint:
     prompt_timeout_factor: float = 10.0
     min_prompt_timeout_s: float = 30.0
     reconnect_timeout_s: float = 120.0
+    flap_reconnects: int = 5
+    """Give up at this many lost connections within ``flap_window_s`` with no prompt finished."""
+    flap_window_s: float = 600.0
     queue_check_s: float = 10.0
     """How often a prompt that waits in the queue is looked for there (someone may delete it)."""
 
@@ -44,4 +47,6 @@ class Endpoint:
             prompt_timeout_factor=settings.prompt_timeout_factor,
             min_prompt_timeout_s=settings.min_prompt_timeout_s,
             reconnect_timeout_s=settings.reconnect_timeout_s,
+            flap_reconnects=settings.flap_reconnects,
+            flap_window_s=settings.flap_window_s,
         )

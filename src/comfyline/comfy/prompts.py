@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -100,6 +101,10 @@ class PromptBook:
         self._listener_lock = asyncio.Lock()
         self.inflight: dict[str, Prompt] = {}
         self._queue_changed = asyncio.Event()
+        self._ws_up = False
+        """The socket is open and what was in flight when it last dropped is reconciled."""
+        self._drops: deque[float] = deque()
+        """When the socket dropped since the last finished prompt (see _check_flapping)."""
         self.slowest_s: float | None = None
         """Server seconds of the slowest prompt that was not cached: sets the deadlines."""
 
@@ -149,8 +154,12 @@ class PromptBook:
     async def _listen(self) -> None:
         try:
             while True:
+                self._ws_up = True
                 await self._read(self._ws)
+                self._ws_up = False
                 try:
+                    self._drops.append(self._clock())
+                    _check_flapping(self._drops, self.endpoint)
                     self._ws = await self._reconnect()
                 except ComfyError as exc:
                     self._fail_all(exc)
@@ -207,6 +216,7 @@ class PromptBook:
         self.forget(prompt)
         if not prompt.future.done():
             if error is None:
+                self._drops.clear()  # progress: a server that went away came back to work
                 prompt.future.set_result(None)
             else:
                 prompt.future.set_exception(error)
@@ -243,10 +253,11 @@ class PromptBook:
 
     async def _reconcile(self) -> None:
         """After a reconnect: settle, keep, or resend each prompt in flight (see module doc)."""
+        posted = [p for p in self.inflight.values() if p.posted]  # later ones are not in `queue`
         try:
             queue = await self.retrying(self.client.queue)
-            for prompt in list(self.inflight.values()):
-                if not prompt.posted or prompt.future.done():
+            for prompt in posted:
+                if prompt.future.done():
                     continue
                 if prompt.prompt_id in queue.running:
                     prompt.started = True
@@ -259,6 +270,8 @@ class PromptBook:
                     self._settle_from(prompt, entry)
                 else:
                     await self._resend(prompt)
+        except ComfyProtocolError as exc:
+            self._fail_all(exc)  # an answer we cannot read will not read better next time
         except ComfyError:
             return  # the server went away again: the next reconnect reconciles anew
 
@@ -270,9 +283,14 @@ class PromptBook:
                     await self._queue_changed.wait()
             self._queue_changed.clear()
             waiting = [p for p in self.inflight.values() if p.posted and not p.started]
-            if waiting:
-                with contextlib.suppress(ComfyError):
+            if waiting and self._ws_up:  # else the reconnect settles them (a restart is no delete)
+                try:
                     await self._check_waiting(waiting)
+                except ComfyProtocolError as exc:
+                    for prompt in waiting:  # unreadable answers: not worth asking again
+                        self.settle(prompt, exc)
+                except ComfyError:
+                    pass  # gone for now: the next look (or the reconnect) settles them
 
     async def _check_waiting(self, waiting: list[Prompt]) -> None:
         queue = await self.client.queue()
@@ -286,11 +304,13 @@ class PromptBook:
                 entry = await self.client.history(prompt.prompt_id)
                 if entry is not None:
                     self._settle_from(prompt, entry)
-                elif not prompt.future.done() and not prompt.started:
+                elif not prompt.future.done() and not prompt.started and self._ws_up:
                     self.settle(prompt, PromptDeleted(prompt.prompt_id, self.url))
 
     def _settle_from(self, prompt: Prompt, entry: HistoryEntry) -> None:
         prompt.images = list(entry.images)
+        if not prompt.seconds and entry.seconds:  # its messages went by while we were away
+            prompt.server_ms = {"start": 0.0, "end": entry.seconds * 1000}
         self.settle(prompt, entry.error())
 
     async def _resend(self, prompt: Prompt) -> None:
@@ -314,6 +334,20 @@ class PromptBook:
             clock=self._clock,
             sleep=self._sleep,
             retry_on=retry_on,
+        )
+
+
+def _check_flapping(drops: deque[float], endpoint: Endpoint) -> None:
+    """:class:`ComfyUnavailable` at the ``flap_reconnects``-th lost connection (``drops``, the
+    last one now) within ``flap_window_s`` with no prompt finished in between: a server that
+    keeps going away (an overheating card, a crash loop) would take the same prompts forever."""
+    while drops[0] < drops[-1] - endpoint.flap_window_s:
+        drops.popleft()
+    if len(drops) >= endpoint.flap_reconnects:
+        raise ComfyUnavailable(
+            f"the ComfyUI server at {endpoint.url} went away {len(drops)} times within "
+            f"{endpoint.flap_window_s:g} s without finishing a prompt (an overheating card? "
+            "a crash? see its log); giving up instead of sending the same prompts again"
         )
 
 

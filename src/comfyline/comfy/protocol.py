@@ -68,11 +68,49 @@ class WsMessage:
         )
 
 
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of arrays and objects a server answer may have. ComfyUI's deepest
+(a ``/history`` entry holding a graph) is under 10 levels; deeper ones are hostile or broken, and
+Python's parser and ``repr`` would die of ``RecursionError`` on them."""
+
+
+def check_json_depth(body: Any, what: str) -> Any:
+    """``body`` itself, or :class:`ComfyProtocolError` naming ``what`` when it nests deeper than
+    :data:`MAX_JSON_DEPTH` levels."""
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise json_too_deep(what)
+    return body
+
+
+def json_too_deep(what: str) -> ComfyProtocolError:
+    """The error for an answer nested too deep (also for the parser's own ``RecursionError``)."""
+    return ComfyProtocolError(
+        f"{what} nests arrays or objects deeper than {MAX_JSON_DEPTH} levels; no ComfyUI answer "
+        "does that - is this a ComfyUI server, or is something between us changing its answers?"
+    )
+
+
+def _depth_exceeds(body: Any, limit: int) -> bool:
+    # Iterative on purpose: a recursive walk would hit the recursion limit it guards against.
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend(
+            (child, depth + 1) for child in (value.values() if isinstance(value, dict) else value)
+        )
+    return False
+
+
 def parse_ws_message(text: str | bytes) -> WsMessage | None:
-    """Parse one text frame; None for frames that are not ``{"type": str, "data": {...}}``."""
+    """Parse one text frame; None for frames that are not ``{"type": str, "data": {...}}``
+    (junk, and JSON nested too deep to be a message, are skipped like unknown types)."""
     try:
-        body = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+        body = check_json_depth(json.loads(text), "a WebSocket message")
+    except (ValueError, UnicodeDecodeError, RecursionError, ComfyProtocolError):
         return None
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         return None
@@ -213,6 +251,17 @@ class HistoryEntry:
     graph: Mapping[str, Any] | None = None
     """The graph the server ran (``prompt[2]`` of the entry), to tell whose prompt it was."""
 
+    @property
+    def seconds(self) -> float:
+        """Server time from ``execution_start`` to ``execution_success``, by the timestamps
+        (ms) of those messages in the entry; 0 when it lacks one."""
+        stamps = {name: data.get("timestamp") for name, data in self.messages}
+        start = _number(stamps.get(MessageType.EXECUTION_START))
+        end = _number(stamps.get(MessageType.EXECUTION_SUCCESS))
+        if start is None or end is None:
+            return 0.0
+        return max(0.0, (end - start) / 1000)
+
     def error(self) -> ExecutionFailed | ExecutionInterrupted | None:
         """The failure recorded for the prompt, or None when it succeeded."""
         for name, data in self.messages:
@@ -229,6 +278,12 @@ class HistoryEntry:
                 exception_message="no detail in the history",
             )
         return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:

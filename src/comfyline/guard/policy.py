@@ -221,7 +221,9 @@ class _GuardReadings:
             self._note_no_temperature(reading)
         elif self._lost:
             self._lost = False
-            self._emit("sensor_back", f"the {self.sensor.name} sensor answers again", None)
+            # Said once, like no_temperature: a card that blacks out again and again would
+            # repeat it without end.
+            self._once("sensor_back", f"the {self.sensor.name} sensor answers again")
         if reading is not None:
             self._had_temperature |= temp is not None
             if temp is not None:

@@ -97,6 +97,6 @@ class RemoteSensor:
                 self.last_error = f"the agent has no reading: {body.get('error')}"
                 return None
             return reading_from_json(body["reading"])
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             self.last_error = f"GET {url}: {type(exc).__name__}: {exc}"
             return None

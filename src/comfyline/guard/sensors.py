@@ -392,7 +392,7 @@ class _HttpSensor:
             response = await self._http.get(url, timeout=self._timeout_s)
             response.raise_for_status()
             return self._parse(response.json())
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             self.last_error = f"GET {url}: {type(exc).__name__}: {exc}"
             return None
 

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from comfyline.errors import ConfigError
-from comfyline.sim.config import Faults, SimConfig
+from comfyline.sim.config import Faults, SimConfig, deep_json
 from comfyline.sim.simulator import Simulator
 
 _SERVER_ERROR = "500 Internal Server Error\n\nServer got itself in trouble"
@@ -150,7 +150,7 @@ class _Routes:
             "os": "posix",
             "ram_total": 32 * 1024**3,
             "ram_free": 24 * 1024**3,
-            "comfyui_version": "0.3.64",
+            "comfyui_version": sim.faults.comfyui_version,
             "required_frontend_version": "1.27.10",
             "installed_templates_version": "0.1.95",
             "required_templates_version": "0.1.95",
@@ -230,9 +230,13 @@ class _Routes:
             offset = int(query.get("offset", -1))
         except ValueError:
             return _server_error()
+        if self.sim.faults.deep_json_history:
+            return Response(deep_json(), media_type="application/json")
         return JSONResponse(self.sim.history_json(max_items, offset))
 
     async def history_one(self, request: Request) -> Response:
+        if self.sim.faults.deep_json_history:
+            return Response(deep_json(), media_type="application/json")
         prompt_id = request.path_params["prompt_id"]
         entry = self.sim.history.get(prompt_id)
         return JSONResponse({prompt_id: entry} if entry is not None else {})

@@ -13,6 +13,14 @@ from typing import Any
 
 from comfyline.errors import ConfigError
 
+DEEP_JSON_LEVELS = 100_000
+"""How deep the ``deep_json_*`` faults nest their arrays."""
+
+
+def deep_json() -> str:
+    """:data:`DEEP_JSON_LEVELS` nested empty arrays (``[[[...]]]``), written without recursion."""
+    return "[" * DEEP_JSON_LEVELS + "]" * DEEP_JSON_LEVELS
+
 
 @dataclass(frozen=True)
 class Faults:
@@ -31,6 +39,11 @@ class Faults:
     #: Restart the server (connections dropped, queue/history/cache lost) after this many
     #: executed prompts (counted since the last restart).
     restart_after_prompts: int | None = None
+    #: These prompts (by execution count) black the server out as they start, as an
+    #: overheating card does: the prompt is lost, and the server is away ``blackout_away_s``
+    #: real seconds with its queue, history and connections gone.
+    blackout_on_prompts: tuple[int, ...] = ()
+    blackout_away_s: float = 0.5
     #: Close every WebSocket (the server stays up) after this many executed prompts.
     drop_ws_after_prompts: int | None = None
     #: These prompts (by execution count) never finish until /interrupt or shutdown.
@@ -48,6 +61,9 @@ class Faults:
     black_image_on_prompts: tuple[int, ...] = ()
     #: Every prompt whose positive text contains this makes black images, each time it runs.
     black_image_on_text: str | None = None
+    #: These prompts' images are seeded noise: incompressible, so each PNG is as large as its
+    #: pixels (a 256x256 image about 197 KB), for tests that need one big file.
+    noise_images_on_prompts: tuple[int, ...] = ()
     #: These prompts' images are saved at half the width and height the graph asks for.
     wrong_size_on_prompts: tuple[int, ...] = ()
     #: The first ``/view`` of each image of these prompts states the file's full Content-Length,
@@ -60,6 +76,17 @@ class Faults:
     #: WebSockets (HTTP keeps answering) until the queue is empty, so that the prompts in flight
     #: finish while their client cannot hear them and it has to settle them from ``/history``.
     ws_down_until_idle: bool = False
+    #: Ignore the ``prompt_id`` a client sends with ``POST /prompt`` and assign one of its own
+    #: (as servers before ``prompt_id`` was accepted, or patched ones, do).
+    own_prompt_ids: bool = False
+    #: Answer ``/history`` and ``/history/{id}`` with :data:`DEEP_JSON_LEVELS` nested arrays
+    #: (valid JSON that a recursive parser cannot read), as a hostile or broken server would.
+    deep_json_history: bool = False
+    #: Send each WebSocket message after a frame of :data:`DEEP_JSON_LEVELS` nested arrays.
+    deep_json_ws: bool = False
+    #: What ``/system_stats`` gives as ``system.comfyui_version`` (any JSON value; ComfyUI
+    #: gives a version string).
+    comfyui_version: Any = "0.3.64"
 
     def to_json(self) -> dict[str, Any]:
         """The faults as a JSON-able dict (the body of ``GET /sim/faults``)."""
@@ -72,9 +99,11 @@ class Faults:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown fault setting(s) {unknown}; known ones are {sorted(known)}")
+        counts = {f.name for f in fields(cls) if isinstance(f.default, tuple)}
         changes: dict[str, Any] = {}
         for key, value in data.items():
-            changes[key] = tuple(int(v) for v in value) if isinstance(value, list) else value
+            listed = isinstance(value, list) and key in counts
+            changes[key] = tuple(int(v) for v in value) if listed else value
         return replace(base or cls(), **changes)
 
 

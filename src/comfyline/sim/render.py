@@ -37,6 +37,12 @@ def render(width: int, height: int, seed: int | None, text: str, index: int) -> 
     return image
 
 
+def noise(width: int, height: int, seed: int | None, index: int) -> Image.Image:
+    """Seeded RGB noise: a PNG of it cannot be compressed below its raw pixels."""
+    rng = random.Random(f"noise:{seed}:{index}")
+    return Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+
+
 def png_info(prompt: dict[str, Any] | None, extra_pnginfo: dict[str, Any] | None) -> PngInfo:
     """The PNG text chunks ComfyUI writes: ``prompt`` and each key of ``extra_pnginfo``."""
     info = PngInfo()

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from comfyline.sim import graph, nodes, render
-from comfyline.sim.config import Faults, SimConfig
+from comfyline.sim.config import Faults, SimConfig, deep_json
 from comfyline.sim.nodeinfo import load_node_defs
 from comfyline.sim.stats import PromptRecord, SimStats
 from comfyline.sim.thermal import ThermalModel
@@ -249,6 +249,8 @@ class Simulator:
         if result.error is not None:
             return 400, result.error_body()
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
+        if self.faults.own_prompt_ids:
+            prompt_id = str(uuid.uuid4())
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
@@ -331,7 +333,10 @@ class Simulator:
     # --- sockets ---------------------------------------------------------------------------
 
     def accepts_sockets(self) -> bool:
-        """False while the ws_down_until_idle fault refuses new WebSockets (counted)."""
+        """False while the ws_down_until_idle fault refuses new WebSockets (counted), and while
+        a restart or blackout is under way (a server going down takes no new clients)."""
+        if self._stopping:
+            return False
         if self._ws_down and self.queue_remaining() == 0:
             self._ws_down = False
         if self._ws_down:
@@ -380,6 +385,8 @@ class Simulator:
 
     async def _send_one(self, socket: Socket, event: str, data: dict[str, Any]) -> bool:
         try:
+            if self.faults.deep_json_ws:
+                await socket.send_text(deep_json())
             await socket.send_text(json.dumps({"type": event, "data": data}))
         except Exception:  # noqa: BLE001 - a dead socket is dropped, as ComfyUI does
             return False
@@ -422,6 +429,11 @@ class Simulator:
         await self.broadcast_status()
         if record.execution in self.faults.drop_ws_on_prompts:
             await self._drop_sockets()
+        if record.execution in self.faults.blackout_on_prompts:
+            record.status, record.end_s = "lost", self.clock()
+            self.stats.blackouts += 1
+            self.request_restart(self.faults.blackout_away_s)
+            return
         try:
             status = await self._execute(run)
         except _Blackout:
@@ -770,6 +782,8 @@ class Simulator:
         for index in range(image.batch):
             name = f"{stem}_{counter + index:05}_.png"
             picture = render.render(width, height, image.seed, image.text, index)
+            if execution in faults.noise_images_on_prompts:
+                picture = render.noise(width, height, image.seed, index)
             if black:
                 picture = Image.new("RGB", picture.size)
             render.save_png(picture, folder / name, info)

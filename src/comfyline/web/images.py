@@ -15,6 +15,7 @@ from comfyline.ledger import LEDGER_DIR, LedgerReader, SlotState, ledger_path
 THUMB_PX = 256
 """The longer side of a thumbnail, in pixels (a 2x screen shows it sharp at 128 CSS px)."""
 THUMB_DIR = "thumbs"
+VERSION_CHARS = 16
 
 
 class NoImage(LookupError):
@@ -54,3 +55,9 @@ def thumbnail(output: Path, source: Path, sha256: str) -> Path:
         image.convert("RGB").save(buffer, "WEBP", quality=80)
     write_atomic(thumb, buffer.getvalue())
     return thumb
+
+
+def version(sha256: str) -> str:
+    """The part of a file's sha256 that image URLs carry (``?v=``): a re-rolled slot's new
+    file gets new URLs, never the browser's cached old image."""
+    return sha256[:VERSION_CHARS]

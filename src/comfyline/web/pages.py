@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -291,7 +292,9 @@ def _order_context(request: Request, key: str, page: int, snapshot: LineSnapshot
         context["after_reading"] = view.last_reading_id()
         context["chart"] = _chart_points(view)
         slots = view.done_slots(offset=page * PAGE_IMAGES, limit=PAGE_IMAGES, newest_first=True)
-    context["thumbs"] = [(s.index, n) for s in slots for n in range(len(s.files))]
+    context["thumbs"] = [
+        (s.index, n, images.version(h)) for s in slots for n, h in enumerate(s.sha256s)
+    ]
     context["pages"] = max(1, -(-counts.done // PAGE_IMAGES))
     return context
 
@@ -347,17 +350,33 @@ async def start_order(request: Request) -> Response:
     """Start (or resume) one order; while the line runs, the line does it: an order that
     ended on it is queued again, any other unfinished one it takes by itself."""
     key = request.path_params["key"]
-    file = catalog_of(request).file(key)
+    start_run(request, catalog_of(request).file(key))
+    return RedirectResponse(f"/o/{key}", status_code=303)
+
+
+def start_run(request: Request, file: Path) -> str:
+    """Start (or resume) the order here, or leave it to the running line; says which."""
     line = line_of(request)
     if line.running:
         if not line.retake(file) and not line.has(file):
             raise ConfigError(
-                f"the line runs this folder: it takes order {key} when it may (invalid, "
-                "completed and orders held by another runner are left out)"
+                f"the line runs this folder: it takes order {file.parent.name} when it may "
+                "(invalid, completed and orders held by another runner are left out)"
             )
-    else:
-        runner_of(request).start(file)
-    return RedirectResponse(f"/o/{key}", status_code=303)
+        return "is queued on the line"
+    runner_of(request).start(file)
+    return "runs here"
+
+
+def running_here(request: Request, file: Path) -> str | None:
+    """How the order runs in this process now (here or on the line), None when it does not."""
+    job = runner_of(request).job(file)
+    if job is not None and job.state == "running":
+        return "running here"
+    entry = next((e for e in line_of(request).queue() if e.file == file), None)
+    if entry is not None and entry.state in ("running", "stopping"):
+        return f"{entry.state} on the line"
+    return None
 
 
 async def cancel_order(request: Request) -> Response:
@@ -371,15 +390,18 @@ async def cancel_order(request: Request) -> Response:
 
 async def image(request: Request) -> Response:
     path, sha256 = await _image_file(request)
-    return FileResponse(path, headers=_cache_headers(sha256))
+    return _cached(request, sha256) or FileResponse(path, headers=_cache_headers(request, sha256))
 
 
 async def thumb(request: Request) -> Response:
     path, sha256 = await _image_file(request)
+    if (unchanged := _cached(request, sha256)) is not None:
+        return unchanged
     place = catalog_of(request).place(request.path_params["key"])
     assert place.output is not None
     small = await asyncio.to_thread(images.thumbnail, place.output, path, sha256)
-    return FileResponse(small, media_type="image/webp", headers=_cache_headers(sha256))
+    headers = _cache_headers(request, sha256)
+    return FileResponse(small, media_type="image/webp", headers=headers)
 
 
 async def _image_file(request: Request) -> tuple[Any, str]:
@@ -394,9 +416,21 @@ async def _image_file(request: Request) -> tuple[Any, str]:
         raise HTTPException(404, str(exc)) from exc
 
 
-def _cache_headers(sha256: str) -> dict[str, str]:
-    # A done slot's files never change; the sha256 names the content.
-    return {"Cache-Control": "private, max-age=86400", "ETag": f'"{sha256[:32]}"'}
+def _cache_headers(request: Request, sha256: str) -> dict[str, str]:
+    # A slot's file changes when it is re-rolled. A URL naming the file's version (``?v=``,
+    # as the pages write them) names that content for good; any other is checked every time.
+    etag = f'"{sha256[:32]}"'
+    if request.query_params.get("v") == images.version(sha256):
+        return {"Cache-Control": "private, max-age=86400, immutable", "ETag": etag}
+    return {"Cache-Control": "private, no-cache", "ETag": etag}
+
+
+def _cached(request: Request, sha256: str) -> Response | None:
+    """304 when the browser's copy is the file's current version (its ETag)."""
+    headers = _cache_headers(request, sha256)
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    return None
 
 
 # -- a new order -------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfyline.errors import LedgerError
-from comfyline.ledger import LedgerReader, ledger_path
+from comfyline.ledger import LedgerReader, SlotState, ledger_path
 from comfyline.web.catalog import Catalog
+from comfyline.web.images import version
 from comfyline.web.log import log_line
 
 POLL_S = 0.2
@@ -64,9 +65,9 @@ async def order_stream(
     render_status: Callable[[str], Awaitable[str]],
     runs: Callable[[], object],
 ) -> AsyncIterator[str]:
-    """An order's news: ``images`` (slots done), ``log`` (lines), ``readings`` (sensor),
-    ``status`` (the status panel's HTML, re-rendered from ``order_row`` when the ledger or
-    ``runs()``, how this process runs the order, changed)."""
+    """An order's news: ``images`` (slots done, each ``[index, files, versions]``), ``log``
+    (lines), ``readings`` (sensor), ``status`` (the status panel's HTML, re-rendered from
+    ``order_row`` when the ledger or ``runs()``, how this process runs the order, changed)."""
     place = catalog.place(key)
     cursor = _Cursor(after_event, after_reading)
     reader: LedgerReader | None = None
@@ -112,7 +113,8 @@ def _news(reader: LedgerReader, cursor: _Cursor) -> list[str]:
         if not events:
             break
         cursor.event = events[-1][0]
-        images = [[e.index, len(e.detail.get("files", []))] for _, e in events if e.kind == "done"]
+        done = [e.index for _, e in events if e.kind == "done" and e.index is not None]
+        images = [_image(reader, index) for index in done]
         lines = [line.to_json() for i, e in events if (line := log_line(i, e)) is not None]
         if images:
             chunks.append(message("images", images, cursor.sse_id()))
@@ -125,6 +127,14 @@ def _news(reader: LedgerReader, cursor: _Cursor) -> list[str]:
         if points:
             chunks.append(message("readings", points, cursor.sse_id()))
     return chunks
+
+
+def _image(reader: LedgerReader, index: int) -> list[Any]:
+    """A made slot as the page adds it: ``[index, files, [version, ...]]``; the versions (as
+    :func:`comfyline.web.images.version`) tell a re-rolled image from its cached old one."""
+    slot = reader.slot(index)
+    versions = [version(h) for h in slot.sha256s] if slot.state is SlotState.DONE else []
+    return [index, len(versions), versions]
 
 
 async def line_stream(render_rows: Callable[[], Awaitable[str]]) -> AsyncIterator[str]:

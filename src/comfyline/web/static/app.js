@@ -41,14 +41,18 @@ function orderPage() {
 function addThumbs(key, list) {
   const box = document.getElementById("thumbs");
   document.getElementById("thumbs-empty")?.remove();
-  for (const [index, files] of list) {
+  for (const [index, files, versions] of list) {
     for (let n = 0; n < files; n++) {
+      // A re-rolled image replaces its old thumbnail; ?v= names the new file's version.
+      box.querySelector(`.thumb[data-index="${index}"][data-n="${n}"]`)?.remove();
+      const v = `?v=${versions[n]}`;
       const a = document.createElement("a");
       a.className = "thumb";
-      a.href = `/o/${key}/image/${index}/${n}`;
+      a.href = `/o/${key}/image/${index}/${n}${v}`;
       a.dataset.index = index;
+      a.dataset.n = n;
       const img = document.createElement("img");
-      img.src = `/o/${key}/thumb/${index}/${n}`;
+      img.src = `/o/${key}/thumb/${index}/${n}${v}`;
       img.loading = "lazy";
       img.width = img.height = 128;
       img.alt = `image ${index}`;

@@ -1,0 +1,210 @@
+"""The pacing policy at its edges: the limits a user sets, a temperature exactly at a limit, the
+cool-down after a series, the totals the report and the ETA read.
+
+Written for the survivors of a mutation run over ``guard/policy.py`` (docs/TESTING.md); driven,
+like ``test_guard_policy.py``, by a scripted sensor and a clock that moves only when slept on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from comfyline.errors import GuardTripped
+from comfyline.guard import Guard, Limits, NoSensor, Reading
+from comfyline.settings import Settings
+from test_guard_policy import (
+    FakeClock,
+    FreeCounter,
+    ScriptedSensor,
+    kinds,
+    make_guard,
+    run_images,
+)
+
+
+def test_every_limit_comes_from_the_settings() -> None:
+    settings = Settings(
+        target_temp_c=80.0,
+        resume_temp_c=70.0,
+        critical_temp_c=86.0,
+        cool_timeout_s=45.0,
+        sensor_interval_s=0.5,
+    )
+    assert Limits.from_settings(settings) == Limits(
+        target_c=80.0, resume_c=70.0, critical_c=86.0, cool_timeout_s=45.0, poll_interval_s=0.5
+    )
+
+
+async def test_a_card_exactly_at_the_target_is_said_to_be_at_it() -> None:
+    clock = FakeClock()
+    guard, events = make_guard(ScriptedSensor([78.0, 72.0]), clock)
+    guard.heat.add(50.0, 55.0)  # a card that barely heats: only the target holds it
+    await guard.before_prompt()
+    assert kinds(events) == ["held"]
+    assert "card at 78.0 °C, at or over the target 78 °C" in events[0].message
+
+
+async def test_a_card_exactly_at_the_critical_temperature_is_critical() -> None:
+    clock = FakeClock()
+    free = FreeCounter()
+    guard, events = make_guard(ScriptedSensor([83.0, 72.0]), clock, free=free)
+    guard.heat.add(50.0, 55.0)
+    await guard.before_prompt()
+    assert kinds(events) == ["critical", "freed_memory", "held"]
+    assert "at or over the critical 83 °C" in events[0].message
+    assert events[0].temperature_c == 83.0
+    assert events[1].message == "asked the server to free its memory (card at 83.0 °C)"
+
+
+async def test_throttling_without_named_reasons_is_called_thermal() -> None:
+    clock = FakeClock()
+    hot = Reading(temperature_c=75.0, thermal_throttling=True)
+    guard, events = make_guard(ScriptedSensor([hot, 72.0]), clock)
+    guard.heat.add(50.0, 55.0)  # the forecast alone would let 75 go
+    await guard.before_prompt()
+    assert "card at 75.0 °C slows its clocks for heat (thermal)" in events[0].message
+
+
+async def test_each_memory_free_is_counted() -> None:
+    clock = FakeClock()
+    free = FreeCounter()
+    guard, _ = make_guard(ScriptedSensor([45.0]), clock, max_batch=1, free=free)
+    await run_images(guard, 3)
+    assert free.calls == 2 and guard.stats.memory_frees == 2
+
+
+def barely_heats(guard: Guard) -> None:
+    """Teach the guard a card that heats little (50 -> 55; the first image below goes 70 -> 73):
+    the forecast lets 73 °C go, so what holds the card there is the rule under test. (Every
+    reading after the first image, while nothing runs, may raise its end: so none is hotter
+    than 73 before the rule is tested.)"""
+    guard.heat.add(50.0, 55.0)
+
+
+async def test_after_a_series_a_card_under_the_target_still_cools_to_resume() -> None:
+    clock = FakeClock()
+    free = FreeCounter()
+    sensor = ScriptedSensor([70.0, 73.0, 73.0, 73.0, 72.0])
+    guard, events = make_guard(sensor, clock, max_batch=1, free=free)
+    barely_heats(guard)
+    await run_images(guard, 1)
+    await guard.before_prompt()  # 73 °C would go by the forecast; the cool-down wants 72
+    assert clock.sleeps == [1.0]
+    assert kinds(events) == ["series_cooldown", "freed_memory", "held"]
+    assert events[0].temperature_c == 73.0
+    assert events[0].message == (
+        "1 images in a row (max batch 1): memory cleanup on the server and a cool-down"
+    )
+    assert events[1].message == "asked the server to free its memory (after a series of images)"
+    assert events[2].message == (
+        "held new prompts for 1.0 s: a cool-down after 1 images, card at 73.0 °C; "
+        "released at 72.0 °C"
+    )
+
+
+async def test_a_series_cool_down_that_reaches_critical_frees_memory_once() -> None:
+    clock = FakeClock()
+    free = FreeCounter()
+    sensor = ScriptedSensor([70.0, 73.0, 73.0, 84.0, 72.0, 40.0])
+    guard, events = make_guard(sensor, clock, max_batch=1, free=free)
+    barely_heats(guard)
+    await run_images(guard, 1)
+    await guard.before_prompt()
+    assert free.calls == 1  # the series' own free counts for the critical card too
+    assert kinds(events) == ["series_cooldown", "freed_memory", "critical", "held"]
+
+
+async def test_a_card_at_resume_after_a_series_is_not_hot_when_the_sensor_then_fails() -> None:
+    # At 72 °C (the resume temperature) the cool-down has nothing to wait for: when the sensor
+    # goes silent next, the fixed pause applies, not a hold for a card that was never hot.
+    clock = FakeClock()
+    guard, events = make_guard(ScriptedSensor([70.0, 73.0, 72.0, None]), clock, max_batch=1)
+    barely_heats(guard)
+    await run_images(guard, 1)
+    await guard.before_prompt()
+    assert clock.sleeps == [2.0]
+    assert kinds(events) == ["series_cooldown", "no_temperature"]
+
+
+async def test_a_trip_names_where_it_stuck_in_its_event() -> None:
+    clock = FakeClock()
+    guard, events = make_guard(ScriptedSensor([79.0, 76.0]), clock, limits=Limits(cool_timeout_s=3))
+    with pytest.raises(GuardTripped) as caught:
+        await guard.before_prompt()
+    message = str(caught.value)
+    assert kinds(events) == ["tripped"]
+    assert events[0].temperature_c == 76.0 and events[0].message == message
+    assert message.startswith("the GPU did not cool from 79.0 °C to ")
+
+
+async def test_a_no_sensor_series_pause_is_counted_in_the_cooling_time() -> None:
+    clock = FakeClock()
+    guard, _ = make_guard(NoSensor(), clock, pause=1.5, max_batch=2)
+    await run_images(guard, 3)
+    assert clock.sleeps == [1.5, 30.0]
+    assert guard.stats.paused_s == 31.5
+    assert guard.cooling_s_per_image() == 10.5
+
+
+async def test_a_pause_under_a_second_is_still_taken() -> None:
+    clock = FakeClock()
+    guard, _ = make_guard(NoSensor(), clock, pause=0.5)
+    await run_images(guard, 3)
+    assert clock.sleeps == [0.5, 0.5]
+    assert guard.stats.paused_s == 1.0
+
+
+async def test_with_a_sensor_the_estimate_before_any_image_is_no_cooling() -> None:
+    guard, _ = make_guard(ScriptedSensor([40.0]), FakeClock(), pause=2.5)
+    await guard.before_prompt()
+    assert guard.cooling_s_per_image() == 0.0
+    assert guard.estimated_cooling_s(4) == 0.0
+
+
+async def test_the_guard_keeps_every_event_it_told_timed_from_its_start() -> None:
+    clock = FakeClock()
+    guard, seen = make_guard(ScriptedSensor([80.0, 76.0, 72.0]), clock)
+    guard.heat.add(50.0, 55.0)
+    await guard.before_prompt()
+    assert guard.events == seen and kinds(guard.events) == ["held"]
+    assert guard.events[0].t_s == 2.0  # two 1 s re-reads after the guard was made
+
+
+async def test_a_trip_names_the_release_temperature_under_the_margin() -> None:
+    clock = FakeClock()
+    guard, _ = make_guard(
+        ScriptedSensor([70.0, 65.0]), clock, limits=Limits(cool_timeout_s=3), margin=1.0
+    )
+    with pytest.raises(GuardTripped, match="to 57.1 °C"):  # the prior's start for 78 - 1
+        await guard.before_prompt()
+
+
+async def test_a_card_hot_after_a_series_keeps_holding_when_the_sensor_then_fails() -> None:
+    clock = FakeClock()
+    sensor = ScriptedSensor([70.0, 73.0, 73.0, None])
+    guard, events = make_guard(sensor, clock, max_batch=1, limits=Limits(cool_timeout_s=5))
+    barely_heats(guard)
+    await run_images(guard, 1)
+    with pytest.raises(GuardTripped, match="did not cool from 73.0 °C"):
+        await guard.before_prompt()
+    assert kinds(events) == ["series_cooldown", "no_temperature", "tripped"]
+
+
+async def test_a_reading_without_a_temperature_is_said_as_such() -> None:
+    clock = FakeClock()
+    vram = Reading(vram_used_bytes=4 * 2**30, vram_total_bytes=12 * 2**30)
+    guard, events = make_guard(ScriptedSensor([vram]), clock)
+    await guard.before_prompt()
+    assert "no temperature from the scripted sensor (it reports no temperature)" in (
+        events[0].message
+    )
+
+
+async def test_throttling_names_each_reason() -> None:
+    clock = FakeClock()
+    reasons = ("sw_thermal_slowdown", "hw_thermal_slowdown")
+    hot = Reading(temperature_c=75.0, thermal_throttling=True, clock_event_reasons=reasons)
+    guard, events = make_guard(ScriptedSensor([hot, 72.0]), clock)
+    guard.heat.add(50.0, 55.0)
+    await guard.before_prompt()
+    assert "(sw_thermal_slowdown, hw_thermal_slowdown)" in events[0].message
