@@ -14,6 +14,7 @@ from comfyline.reports.report import (
     ReportGuardEvent,
     ReportImage,
     ReportOrder,
+    ReportQc,
     ReportReading,
     ReportTotals,
 )
@@ -25,6 +26,7 @@ SECTIONS = {
     "## `backend`": ReportBackend,
     "## `images[]`": ReportImage,
     "## `totals`": ReportTotals,
+    "## `qc`": ReportQc,
     "## `errors[]`": ReportError,
     "## `guard_events[]`": ReportGuardEvent,
     "## `readings[]`": ReportReading,

@@ -358,6 +358,8 @@ def status_command(
                 typer.echo(f"{row.order}: server {b.name}: {made}")
             for earlier in row.revisions:
                 typer.echo(f"{row.order}: earlier revision {earlier}")
+            if row.qc:
+                typer.echo(f"{row.order}: quality: {row.qc}")
             if row.problem:
                 typer.echo(f"{row.order}: invalid: {row.problem}", err=True)
             elif row.resume and row.state != "new":

@@ -27,7 +27,7 @@ from comfyline.pool import BackendPool
 __all__ = ["Failover"]
 
 Request = Callable[[int, str, int], GenerationRequest]
-Finish = Callable[[int, GenerationResult, Backend], Awaitable[None]]
+Finish = Callable[[int, GenerationResult, Backend], Awaitable[object]]
 Admit = Callable[[Backend], Awaitable[bool]]
 
 

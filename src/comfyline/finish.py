@@ -60,6 +60,7 @@ def write_outputs(
         slots=ledger.slots(),
         events=[e for e in events if e.kind.startswith("guard.")],  # the report lists the guard's
         readings=ledger.readings(),
+        qc=order.qc,
         requested=requested,
         wall_seconds=run_seconds(events),
         output_dir=out,

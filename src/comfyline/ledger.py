@@ -62,6 +62,11 @@ PROMPT_ID_NAMESPACE = uuid.UUID("5b0e6c1e-4f0a-5d1c-9a63-636f6d66796c")
 """The uuid5 namespace of comfyline's prompt ids. Never change it: running ledgers depend on it."""
 
 
+REROLL_REASONS = ("reroll", "qc")
+"""History reasons that give a slot a new seed: a re-roll asked for, and a replacement of an
+image that failed the quality checks (``qc.replace``)."""
+
+
 def ledger_path(output_dir: Path) -> Path:
     """Where the ledger of the order whose images go to ``output_dir`` lives."""
     return output_dir / LEDGER_DIR / LEDGER_FILE
@@ -223,13 +228,15 @@ class SlotRecord:
     simulated: bool | None = None
     """Whether comfyline's simulator made the images (None: not recorded)."""
     history: tuple[dict[str, Any], ...] = ()
-    """Earlier images of the slot, set aside: ``{"reason": "reroll" | "simulated", "files",
-    "sha256s", "moved_to", "seed", "new_seed", "generation", "backend", "at"}``, oldest first."""
+    """Earlier images of the slot, set aside: ``{"reason": "reroll" | "qc" | "simulated",
+    "files", "sha256s", "moved_to", "seed", "new_seed", "generation", "backend", "at"}`` (and
+    ``"flags"``, per file, for ``qc``), oldest first."""
 
     @property
     def generation(self) -> int:
-        """How many times the slot was re-rolled (0: its first seed)."""
-        return sum(1 for h in self.history if h.get("reason") == "reroll")
+        """How many times the slot was re-rolled, by hand or to replace an image that failed
+        the quality checks (0: its first seed)."""
+        return sum(1 for h in self.history if h.get("reason") in REROLL_REASONS)
 
 
 @dataclass(frozen=True)
@@ -725,12 +732,14 @@ class _LedgerRevisions(_LedgerReads):
         moved_to: Sequence[str],
         seed: int | None = None,
         stem: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> SlotRecord:
         """Put a done (or failed) slot back to be made again, its images set aside: a re-roll
         (``reason`` ``reroll``, a new ``seed`` and ``stem``) or a simulator's images in a real
         run (``simulated``). Records the intent (old files, their hashes, where they go) before
         any file moves: :func:`comfyline.revisions.settle_moves` moves them, now or after a
-        crash. The review decision and quality checks of the old images are dropped."""
+        crash. The review decision and quality checks of the old images are dropped;
+        ``detail`` adds keys to the history entry (a QC replacement's ``flags``)."""
         with self._write() as cur:
             slot = self._get(cur, index)
             if slot.state not in (SlotState.DONE, SlotState.FAILED):
@@ -745,10 +754,11 @@ class _LedgerRevisions(_LedgerReads):
                 "moved_to": list(moved_to) if slot.state is SlotState.DONE else [],
                 "seed": slot.seed,
                 "new_seed": slot.seed if seed is None else int(seed),
-                "generation": slot.generation + (reason == "reroll"),
+                "generation": slot.generation + (reason in REROLL_REASONS),
                 "backend": slot.backend,
                 "simulated": slot.simulated,
                 "at": self._clock(),
+                **(detail or {}),
             }
             cur.execute(
                 "UPDATE slot SET state = ?, seed = ?, stem = ?, files = '[]', sha256s = '[]', "

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from comfyline import reroll
 from comfyline.errors import LedgerError, OutputError
 from comfyline.generation import GenerationResult
 from comfyline.images import sha256_hex, write_atomic
@@ -22,6 +23,7 @@ from comfyline.ledger import Ledger, SlotState
 from comfyline.orders import Plan, Slot
 from comfyline.quality import QcResult, SeriesChecker
 from comfyline.reports.png_metadata import with_parameters
+from comfyline.revisions import settle_moves
 from comfyline.schemas.order import Order
 
 if TYPE_CHECKING:
@@ -73,8 +75,10 @@ def write_images(
 
 
 class SlotWriter:
-    """Finishes a slot: writes its images once (parameters inside), checks their quality
-    (flags only), and marks it done in the ledger - the last step of every image of a run."""
+    """Finishes a slot: writes its images once (parameters inside), checks their quality, and
+    marks it done in the ledger - the last step of every image of a run. With ``qc.replace`` a
+    slot whose images fail the checks is set to be made again (:func:`replace_flagged`);
+    ``plan`` then holds its new seed and file name."""
 
     def __init__(
         self,
@@ -132,12 +136,34 @@ class SlotWriter:
                 flags = ", ".join(check.flags)
                 more = f" of {check.duplicate_of}" if check.duplicate_of else ""
                 self.notify(f"quality: {check.source} is {flags}{more}")
+        if self.order.qc.replace and not all(check.ok for check in checks):
+            self.replace_flagged([index])  # the scheduler sends it again in this run
+
+    def replace_flagged(self, indexes: Iterable[int] | None = None) -> int:
+        """Set the made slots of ``indexes`` (default: all) whose images failed the quality
+        checks to be made again, as ``qc.replace`` allows (:func:`reroll.replace_flagged`),
+        ``plan`` given their new seeds and file names; then move every file the ledger set
+        aside (these, and any a killed run left: :func:`settle_moves`). Returns how many were
+        set to be made again; 0 when none (or a limit is reached: the images stay, flagged)."""
+        reopened = reroll.replace_flagged(self.ledger, self.order, indexes, notify=self.notify)
+        settle_moves(self.ledger, self.out, self.notify)
+        if not reopened:
+            return 0
+        if hasattr(self, "qc"):  # no later image is a near-duplicate of one set aside
+            self.qc.forget(n for r in reopened for f in r.old_files for n in (f, Path(f).name))
+        new = {r.index: self.ledger.slot(r.index) for r in reopened}
+        slots = (
+            replace(s, seed=new[s.index].seed, stem=new[s.index].stem) if s.index in new else s
+            for s in self.plan.slots
+        )
+        self.plan = replace(self.plan, slots=tuple(slots))
+        return len(reopened)
 
     def _quality_checks(
         self, result: GenerationResult, written: list[WrittenImage]
     ) -> list[QcResult]:
         """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
-        (flags only: what to sell is decided at review and export)."""
+        (what to sell is decided at review and export; ``qc.replace`` remakes flagged ones)."""
         return [
             self.qc.check(image.data, Path(w.path).name)
             for image, w in zip(result.images, written, strict=True)

@@ -262,10 +262,10 @@ class _Run:
             planned = {s.index for s in self.plan.slots}
             beyond = [r.index for r in ledger.iter_slots() if r.index not in planned]
             ledger.drop_slots(beyond, "the order's count went down")
-            settle_moves(ledger, self.out, self.notify)
             self.writer = SlotWriter(
                 self.out, ledger, self.plan, self.order, self.notify, folder=self.folder
             )
+            self.writer.replace_flagged(planned)  # (a killed run's); moves what was set aside
             yield ledger
 
     def _plan(self) -> Plan:
@@ -323,7 +323,7 @@ class _Run:
             pool=pool,
             claim=claim,
             make_request=lambda i, pid, params, attempt: self._request(
-                self.plan.slot(i), pid, params, attempt
+                self.writer.plan.slot(i), pid, params, attempt
             ),
             finish=self._finish_slot,
             oom=self.oom,

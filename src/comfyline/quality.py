@@ -83,6 +83,33 @@ class QcSettings(BaseModel):
         description="Near-duplicates: perceptual hashes at most this many bits apart (of 64); "
         "None: no near-duplicate check.",
     )
+    replace: bool = Field(
+        default=False,
+        description="Make a flagged image again, in the same run, with the slot's next re-roll "
+        "seed (the flagged file goes to rerolled/). False: flag only.",
+    )
+    max_extra: int | None = Field(
+        default=None,
+        ge=0,
+        description="With replace: at most this many replacements for the whole order (over "
+        "all its runs); None: 10 % of the order's slots (images), at least 1.",
+    )
+    max_per_image: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="With replace: at most this many replacements of one image, so a prompt "
+        "that always fails does not spend the whole budget.",
+    )
+
+    def replace_budget(self, slots: int) -> int:
+        """How many replacements (each remakes one slot) an order of ``slots`` slots may make
+        in all: ``max_extra``, else 10 % of the slots rounded up; 0 without ``replace``."""
+        if not self.replace:
+            return 0
+        if self.max_extra is not None:
+            return self.max_extra
+        return max(1, math.ceil(slots / 10))
 
 
 class QcFlag(StrEnum):
@@ -341,3 +368,8 @@ class SeriesChecker:
         )
         self._earlier[name] = value
         return result if match is None else result.as_near_duplicate_of(match)
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop these images (set aside to be made again): no later image is their duplicate."""
+        for name in names:
+            self._earlier.pop(name, None)

@@ -132,7 +132,7 @@ class Scheduler:
             pool,
             backends,
             request=lambda i, pid, attempt: make_request(i, pid, oom.params, attempt),
-            finish=finish,
+            finish=self._finish_slot,
             on_result=on_result,
             notify=notify,
             changed=self._changed,
@@ -149,9 +149,8 @@ class Scheduler:
         self._queue.extend(indexes)
 
     def resend(self, index: int, backend: Backend | None = None) -> None:
-        """Queue a SUBMITTED slot the server never had, to be posted again to that server
-        (default: the first) under the prompt id the ledger holds (no new attempt: nothing of
-        it reached a GPU)."""
+        """Queue a SUBMITTED slot the server never had, to be posted again to ``backend`` (default:
+        the first) under the ledger's prompt id (no new attempt: nothing of it reached a GPU)."""
         name = (backend or self.backends[0]).name
         self._resend.setdefault(name, deque()).append(index)
 
@@ -275,8 +274,8 @@ class Scheduler:
         self._attempts[index] = self._attempts.get(index, 0) + 1
         if result.ok:
             self.oom.on_success()
-            await self._finish(index, result, backend)
-            self._on_result(True)
+            if await self._finish_slot(index, result, backend):
+                self._on_result(True)
             return
         error = result.error
         assert error is not None
@@ -299,6 +298,13 @@ class Scheduler:
         else:
             self._on_result(False)
             self._notify(f"slot {index} failed: {error}")
+
+    async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> bool:
+        """``finish``; False: it set the slot to be made again (``qc.replace``): queued again."""
+        await self._finish(index, result, backend)
+        if again := self.ledger.slot(index).state is SlotState.PLANNED:
+            self._queue.append(index)
+        return not again
 
     def _again(self, index: int, why: str) -> None:
         self.ledger.requeue(index, why)

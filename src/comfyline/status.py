@@ -25,9 +25,11 @@ from comfyline.ledger import (
     read_activity,
     read_backends,
     read_revisions,
+    read_slots,
     read_status,
 )
 from comfyline.orders import find_orders, load, plan
+from comfyline.reroll import QcReplacements, qc_replacements
 from comfyline.settings import Settings
 
 STATES = (
@@ -71,6 +73,10 @@ class OrderRow:
     """The order's current revision (a new one starts when an edit changes its images)."""
     revisions: tuple[str, ...] = ()
     """The earlier revisions, kept: ``r1: 6 images in ., prompt changed``."""
+    qc: str | None = None
+    """The quality checks' replacements (``qc.replace``) and images still flagged:
+    ``2 replaced (of 3 allowed), 1 image(s) flagged``; None when
+    nothing was replaced or flagged."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +135,19 @@ def order_row(file: Path, settings: Settings, *, now: float | None = None) -> Or
         revisions=tuple(
             f"r{r.number}: {r.images} images in {r.folder}, {r.reason}" for r in earlier
         ),
+        qc=_qc_line(qc_replacements(read_slots(db), loaded.order.qc)),
     )
+
+
+def _qc_line(standing: QcReplacements) -> str | None:
+    if not standing.replaced and not standing.flagged:
+        return None
+    parts = [f"{standing.flagged} image(s) flagged"]
+    if standing.allowed or standing.replaced:
+        parts.insert(0, f"{standing.replaced} replaced (of {standing.allowed} allowed)")
+    if standing.exhausted:
+        parts.append("the replacement budget is spent (qc.max_extra)")
+    return ", ".join(parts)
 
 
 def _server_option(activity: Activity) -> str:

@@ -25,6 +25,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from comfyline.errors import OutputError
 from comfyline.images import write_atomic
 from comfyline.ledger import LedgerEvent, Reading, SlotRecord, SlotState
+from comfyline.quality import QcSettings
+from comfyline.reroll import qc_replacements
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "generation_report.json"
@@ -117,7 +119,8 @@ class ReportImage(_Model):
     )
     history: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="earlier images of the slot, set aside (re-roll, simulator), oldest first",
+        description="earlier images of the slot, set aside (re-roll, QC replacement, "
+        "simulator), oldest first",
     )
 
 
@@ -195,6 +198,19 @@ class ReportTotals(_Model):
     images_per_minute: float | None = Field(description="succeeded / wall_seconds * 60")
 
 
+class ReportQc(_Model):
+    """The order's replacements of images that failed the quality checks (``qc.replace``)."""
+
+    replace: bool = Field(description="whether the order replaces flagged images (qc.replace)")
+    allowed: int = Field(description="replacements the order may make in all (qc.max_extra)")
+    per_image: int = Field(description="replacements one image may have (qc.max_per_image)")
+    replaced: int = Field(description="replacements made, over all runs")
+    flagged: int = Field(description="images written that still fail the checks")
+    budget_spent: bool = Field(
+        description="true: a flagged image was left because the order's replacements ran out"
+    )
+
+
 class GenerationReport(_Model):
     """The whole ``generation_report.json``."""
 
@@ -218,6 +234,9 @@ class GenerationReport(_Model):
     revisions: list[ReportRevision] = Field(
         default_factory=list, description="the earlier revisions, kept, oldest first"
     )
+    qc: ReportQc | None = Field(
+        default=None, description="replacements of images that failed the quality checks"
+    )
 
 
 def build_report(
@@ -239,12 +258,14 @@ def build_report(
     backend_events: Sequence[LedgerEvent] = (),
     revision: int = 1,
     revisions: Sequence[ReportRevision] = (),
+    qc: QcSettings | None = None,
 ) -> GenerationReport:
     """Assemble the report from the ledger's slots, events and readings.
 
     Slot files are relative to ``output_dir`` (as the ledger holds them); the report names them
     relative to ``report_dir``. ``requested`` is the number of images the order asked for.
-    ``backend_events`` are the ``run.start`` and ``backend.*`` events, for ``backends``.
+    ``backend_events`` are the ``run.start`` and ``backend.*`` events, for ``backends``;
+    ``qc`` the order's quality-check settings, for ``qc``.
     """
     start = _start_time(slots, events, readings)
     times = [r.at for r in readings]
@@ -272,6 +293,19 @@ def build_report(
         readings=[_reading(r, start) for r in readings],
         revision=revision,
         revisions=list(revisions),
+        qc=_qc(slots, qc) if qc is not None else None,
+    )
+
+
+def _qc(slots: Sequence[SlotRecord], settings: QcSettings) -> ReportQc:
+    standing = qc_replacements(slots, settings)
+    return ReportQc(
+        replace=settings.replace,
+        allowed=standing.allowed,
+        per_image=standing.per_image,
+        replaced=standing.replaced,
+        flagged=standing.flagged,
+        budget_spent=standing.exhausted,
     )
 
 

@@ -56,6 +56,11 @@ class Faults:
     #: These prompts' images are cut to half their bytes: the PNG header (and so the size it
     #: states) is whole, the pixel data is not; only decoding the whole image notices.
     truncated_image_on_prompts: tuple[int, ...] = ()
+    #: These prompts' images are all black (a NaN in the VAE does that): whole, valid PNGs
+    #: that only a quality check catches.
+    black_image_on_prompts: tuple[int, ...] = ()
+    #: Every prompt whose positive text contains this makes black images, each time it runs.
+    black_image_on_text: str | None = None
     #: These prompts' images are seeded noise: incompressible, so each PNG is as large as its
     #: pixels (a 256x256 image about 197 KB), for tests that need one big file.
     noise_images_on_prompts: tuple[int, ...] = ()

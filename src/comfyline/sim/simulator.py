@@ -775,12 +775,17 @@ class Simulator:
         width, height = image.width, image.height
         if execution in faults.wrong_size_on_prompts:
             width, height = max(1, width // 2), max(1, height // 2)
+        black = execution in faults.black_image_on_prompts or bool(
+            faults.black_image_on_text and faults.black_image_on_text in image.text
+        )
         images = []
         for index in range(image.batch):
             name = f"{stem}_{counter + index:05}_.png"
             picture = render.render(width, height, image.seed, image.text, index)
             if execution in faults.noise_images_on_prompts:
                 picture = render.noise(width, height, image.seed, index)
+            if black:
+                picture = Image.new("RGB", picture.size)
             render.save_png(picture, folder / name, info)
             self._damage(execution, folder / name)
             self.stats.files_written += 1
