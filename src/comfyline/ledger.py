@@ -930,6 +930,15 @@ class Ledger(_LedgerRevisions):
                 self._check_slot(_comparable(rows[index]), _comparable(stored[index]))
             now = self._clock()
             new = [rows[i] for i in sorted(rows.keys() - stored.keys())]
+            keys = {r[1]: i for i, r in stored.items()}
+            for row in new:
+                if row[1] in keys:
+                    raise LedgerError(
+                        f"order {self.order_id!r}: new slot {row[0]} plans the key {row[1]!r} "
+                        f"that slot {keys[row[1]]} of its ledger {self.path} already has (a "
+                        "plan whose slots moved: a bug, or a comfyline upgrade); delete "
+                        f"{self.path.parent} to start over"
+                    )
             cur.executemany(
                 "INSERT INTO slot (idx, key, prompt, negative, seed, params, state, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
