@@ -117,6 +117,9 @@ def test_a_prompt_that_always_makes_black_stops_at_the_per_image_limit(tmp_path:
     assert report.qc is not None
     assert (report.qc.replaced, report.qc.flagged, report.qc.budget_spent) == (4, 2, False)
     assert "replaced 2 time(s) already" in printed
+    # Not `count` good images: partial, with the reason (issue #11).
+    assert report.order.state == "partial"
+    assert "2 image(s) still fail the quality checks" in printed
 
 
 def test_the_order_budget_caps_the_replacements(tmp_path: Path) -> None:
@@ -135,6 +138,7 @@ def test_the_order_budget_caps_the_replacements(tmp_path: Path) -> None:
     assert (report.qc.replaced, report.qc.allowed, report.qc.flagged) == (2, 2, 3)
     assert report.qc.budget_spent
     assert "the order's replacements are spent" in printed
+    assert report.order.state == "partial"
     written = (folder / "generation_report.json").read_text("utf-8")
     assert '"budget_spent": true' in written
     shown = comfyline(

@@ -285,8 +285,7 @@ class _Run:
                     self.notify(f"order {self.order.id!r} is already complete: nothing to do.")
                     return report
         self.notify(f"order {self.order.id!r} was already made; its report is brought up to date.")
-        self.log.move_to(OrderState.COMPLETED)
-        return self._finalize(OrderState.COMPLETED, ran=False)
+        return self._finalize(self.log.end_state(self.order.qc), ran=False)
 
     # -- 3: check ------------------------------------------------------------------------
 
@@ -385,7 +384,7 @@ class _Run:
         for backend in self.backends:
             if self.pool.is_up(backend):
                 await self.log.release_memory(backend.adapter)
-        return self._finalize(self.log.end_state())
+        return self._finalize(self.log.end_state(self.order.qc))
 
     async def _finish_slot(self, index: int, result: GenerationResult, backend: Backend) -> None:
         """Write the slot's images once, parameters inside, and mark it done."""
@@ -406,7 +405,7 @@ class _Run:
                 with contextlib.suppress(DiskFull):  # its ledger notes may not fit: stop anyway
                     await scheduler.stop()
             user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            state = OrderState.CANCELLED if user_stop else self.log.end_state()
+            state = OrderState.CANCELLED if user_stop else self.log.end_state(self.order.qc)
         with contextlib.suppress(LedgerError):
             if not isinstance(exc, DiskFull):  # else write no more: status says interrupted
                 self._finalize(state)

@@ -14,7 +14,8 @@ from comfyline.comfy import ComfyUIAdapter
 from comfyline.errors import ComfyError
 from comfyline.guard import GuardEvent
 from comfyline.guard.sensors import parse_system_stats
-from comfyline.ledger import Ledger, OrderState
+from comfyline.ledger import Ledger, OrderState, SlotState
+from comfyline.quality import QcSettings
 
 __all__ = ["AFTER_FREE", "LONG_HOLD_S", "RunLog"]
 
@@ -50,10 +51,20 @@ class RunLog:
         if current is not state:
             self.ledger.set_order_state(state)
 
-    def end_state(self) -> OrderState:
-        """The state a run ends in: completed, partial, or failed when nothing is done."""
+    def end_state(self, qc: QcSettings | None = None) -> OrderState:
+        """The state a run ends in: completed, partial, or failed when nothing is done. With
+        ``qc.replace`` on, images that still fail the quality checks (not approved in review)
+        once the replacements' limits are reached leave it partial, said with the reason."""
         counts = self.ledger.counts()
         if counts.done == counts.total:
+            left = _still_flagged(self.ledger) if qc is not None and qc.replace else 0
+            if left:
+                self.notify(
+                    f"{left} image(s) still fail the quality checks, the replacements' limits "
+                    f"reached (qc.max_extra, qc.max_per_image): the order is partial; approve "
+                    "them in review, or raise the limits and run it again"
+                )
+                return OrderState.PARTIAL
             return OrderState.COMPLETED
         if counts.done == 0:
             return OrderState.FAILED
@@ -86,3 +97,12 @@ class RunLog:
                     vram_total_mb=after.vram_total_bytes / 2**20,
                     note=AFTER_FREE,
                 )
+
+
+def _still_flagged(ledger: Ledger) -> int:
+    """Made images that failed a quality check and were not approved in review."""
+    return sum(
+        1
+        for slot in ledger.iter_slots(SlotState.DONE)
+        if slot.review != "approved" and any(check.get("flags") for check in slot.qc)
+    )
