@@ -86,3 +86,36 @@ def test_a_server_that_assigns_its_own_prompt_ids_is_followed(tmp_path: Path) ->
     server_ids = {p["prompt_id"] for p in stats["prompts"]}
     assert {image.prompt_id for image in report.images} == server_ids
     assert not server_ids & planned
+
+
+def test_a_prompt_listing_more_images_than_its_batch_is_refused_and_sent_again(
+    tmp_path: Path,
+) -> None:
+    """The server decides what it lists: 40 images for a prompt of batch 1 write no 40 files."""
+    order_file = single_order(tmp_path / "orders", "extra", 3)
+    out_root = tmp_path / "out"
+    faults = Faults(extra_images_on_prompts=(2,))
+    with running_simulator(sim_config(tmp_path, faults=faults)) as sim:
+        report, printed = run_in_process(order_file, settings_for(sim.url, out_root))
+        stats = sim.stats()
+    assert "the server saved 40 images for a prompt that makes 1" in printed
+    assert stats["files_written"] == 3 + 40  # the server did list (and save) 40
+    check_finished(order_file, out_root)  # exactly the 3 planned files, each once
+    assert len(report.images) == 3
+
+
+def test_an_executed_output_that_is_a_list_stops_the_run_cleanly_and_it_resumes(
+    tmp_path: Path,
+) -> None:
+    order_file = single_order(tmp_path / "orders", "listout", 3)
+    out_root = tmp_path / "out"
+    faults = Faults(list_output_on_prompts=(2,))
+    with running_simulator(sim_config(tmp_path, faults=faults)) as sim:
+        code, printed = finish(start_runner(order_file, sim.url, out_root))
+        assert code == 1, printed
+        assert "Traceback" not in printed and "AttributeError" not in printed, printed
+        assert "an 'executed' message's output is not an object" in printed, printed
+        assert "Resume with: comfyline run-order" in printed, printed
+        sim.set_faults(list_output_on_prompts=())
+        run_in_process(order_file, settings_for(sim.url, out_root))
+    check_finished(order_file, out_root)

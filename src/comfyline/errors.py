@@ -249,6 +249,10 @@ class LedgerError(ComfylineError):
     """The order's ledger (SQLite) cannot be opened or written."""
 
 
+class LedgerGone(LedgerError):
+    """The order's ledger was deleted or moved while a run wrote to it (its folder removed)."""
+
+
 class OrderLocked(LedgerError):
     """Another runner holds the order's ledger."""
 

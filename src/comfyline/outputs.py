@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from comfyline import reroll
-from comfyline.errors import LedgerError, OutputError
+from comfyline.errors import LedgerGone, OutputError
 from comfyline.generation import GenerationResult
 from comfyline.images import sha256_hex, write_atomic
 from comfyline.ledger import Ledger, SlotState
@@ -173,7 +173,7 @@ class SlotWriter:
         # A folder deleted (or moved) under a run would take the ledger with it while our open
         # handle writes on into nothing: stop rather than "complete" an order nobody can see.
         if _file_id(self.ledger.path) != self._ledger_id:
-            raise LedgerError(
+            raise LedgerGone(
                 f"the order's ledger {self.ledger.path} was deleted or moved while the run was "
                 "writing to it (was the output folder removed?); the run stopped. Run the order "
                 "again to make what is missing"

@@ -44,6 +44,7 @@ from comfyline.errors import (
     DiskFull,
     GuardTripped,
     LedgerError,
+    LedgerGone,
     OrderError,
     OutputError,
 )
@@ -407,7 +408,9 @@ class _Run:
             user_stop = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
             state = OrderState.CANCELLED if user_stop else self.log.end_state(self.order.qc)
         with contextlib.suppress(LedgerError):
-            if not isinstance(exc, DiskFull):  # else write no more: status says interrupted
+            # A full disk: write no more (status says interrupted). A ledger gone with its
+            # folder: a report from it would list images that are no longer there.
+            if not isinstance(exc, DiskFull | LedgerGone):
                 self._finalize(state)
         where = getattr(self, "backend", None), getattr(self, "pool", None)
         command = _resume(self.loaded, self.options, *where)

@@ -69,6 +69,13 @@ class Faults:
     #: The first ``/view`` of each image of these prompts states the file's full Content-Length,
     #: sends half of it and closes the connection (a download cut off); later ones are whole.
     short_view_on_prompts: tuple[int, ...] = ()
+    #: These prompts' SaveImage saves and lists ``extra_images`` images more than its batch
+    #: (as a broken custom node could); in the ``executed`` message and ``/history`` alike.
+    extra_images_on_prompts: tuple[int, ...] = ()
+    extra_images: int = 39
+    #: These prompts' ``executed`` WebSocket messages carry their ``output`` as a list of the
+    #: object ComfyUI sends (``/history`` stays as ComfyUI writes it).
+    list_output_on_prompts: tuple[int, ...] = ()
     #: Close every WebSocket (the server stays up) when these prompts (by execution count)
     #: start: they run while their client cannot hear them.
     drop_ws_on_prompts: tuple[int, ...] = ()

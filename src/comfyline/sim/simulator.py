@@ -733,7 +733,9 @@ class Simulator:
         await self._to_client_or_all(run, "progress_state", data)
 
     async def _executed(self, run: _Run, node_id: str, ui: dict[str, Any]) -> None:
-        data = {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": run.prompt_id}
+        output: Any = [ui] if run.record.execution in self.faults.list_output_on_prompts else ui
+        data = {"node": node_id, "display_node": node_id, "output": output}
+        data["prompt_id"] = run.prompt_id
         await self._to_client(run, "executed", data)
 
     def _error_data(self, run: _Run, failure: nodes.NodeFailure) -> dict[str, Any]:
@@ -779,7 +781,10 @@ class Simulator:
             faults.black_image_on_text and faults.black_image_on_text in image.text
         )
         images = []
-        for index in range(image.batch):
+        saved = image.batch
+        if execution in faults.extra_images_on_prompts:
+            saved += faults.extra_images
+        for index in range(saved):
             name = f"{stem}_{counter + index:05}_.png"
             picture = render.render(width, height, image.seed, image.text, index)
             if execution in faults.noise_images_on_prompts:
@@ -790,7 +795,7 @@ class Simulator:
             self._damage(execution, folder / name)
             self.stats.files_written += 1
             images.append({"filename": name, "subfolder": subfolder, "type": kind})
-        self._counters[(str(folder), stem)] = counter + image.batch
+        self._counters[(str(folder), stem)] = counter + saved
         return {"images": images}
 
     def _damage(self, execution: int, path: Path) -> None:
