@@ -63,6 +63,7 @@ def test_the_output_folder_deleted_mid_run_stops_the_run_and_a_rerun_makes_it_al
         assert "Traceback" not in printed, printed
         assert "was deleted or moved while the run was writing" in printed, printed
         assert "completed" not in printed, printed
+        assert "state saved" not in printed and "its folder is gone; start it again" in printed
         # Whatever the stopped run left behind lists no file that is not there.
         if (folder / REPORT_FILE).exists():
             stopped = read_report(folder / REPORT_FILE)

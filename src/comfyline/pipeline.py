@@ -413,8 +413,9 @@ class _Run:
             if not isinstance(exc, DiskFull | LedgerGone):
                 self._finalize(state)
         where = getattr(self, "backend", None), getattr(self, "pool", None)
+        saved = "its folder is gone; start it again" if isinstance(exc, LedgerGone) else None
         command = _resume(self.loaded, self.options, *where)
-        self.notify(f"stopped; state saved. Resume with: {command}")
+        self.notify(f"stopped; {saved or 'state saved. Resume'} with: {command}")
 
     def _banner(self, waiting: int) -> str:
         p = self.order.params
