@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from comfyline.cli import app
 from comfyline.ledger import ledger_path, read_slots
-from comfyline.sim import running_simulator
+from comfyline.sim import Faults, Simulator, SimulatorHandle, running_simulator
 from test_pipeline_support import (
     ROOT,
     child_env,
@@ -151,3 +151,58 @@ def test_kill_during_export_then_rerun_gives_the_same_package(tmp_path: Path) ->
     assert first == again and len(first) == 3 * 4
     leftovers = [p for p in (folder / "export").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def _held_upscale(sim: SimulatorHandle) -> str | None:
+    """The prompt id of the upscale prompt the simulator holds (its 3rd), once it runs."""
+
+    def running(s: Simulator) -> tuple[int, str] | None:
+        run = s.running
+        return (run.record.execution, run.prompt_id) if run is not None else None
+
+    now: tuple[int, str] | None = sim.call(running)
+    return now[1] if now is not None and now[0] == 3 else None
+
+
+def test_kill_during_the_upscale_on_comfyui_then_rerun_gives_the_same_package(
+    tmp_path: Path,
+) -> None:
+    """kill -9 while the server upscales the 3rd image (held there, so the moment is certain):
+    the two upscales made are kept whole, the rerun upscales only the other two, and the
+    package is the one an export without the kill gives, with no half file."""
+    body = ORDER.replace("  review: required\n", "  upscale: {model: 4x-sim.pth}\n")
+    order_file, out_root = _made(tmp_path, body)
+    folder = output_folder(order_file, out_root)
+    faults = Faults(stuck_on_prompts=(3,))
+    config = sim_config(tmp_path, upscale_models=("4x-sim.pth",), faults=faults)
+    with running_simulator(config) as sim:
+        command = [sys.executable, "-m", "comfyline", "export", str(order_file)]
+        command += ["--output-root", str(out_root), "--comfyui", sim.url]
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=child_env(),
+            cwd=ROOT,
+        )
+        held = wait_for(lambda: _held_upscale(sim), "the 3rd upscale to be held", timeout_s=120)
+        wait_for(lambda: len(list((folder / "upscaled").glob("*.png"))) == 2, "two upscales")
+        proc.send_signal(signal.SIGKILL)
+        finish(proc)
+        for path in (folder / "upscaled").iterdir():  # what the kill left is whole, or a temp
+            if not path.name.endswith(".tmp"):
+                with Image.open(path) as image:
+                    image.load()
+        sim.call(lambda s: s.interrupt(held))  # the dead export's prompt, let go
+        before = sim.stats()["executed"]
+        _cli("export", str(order_file), "--output-root", str(out_root), "--comfyui", sim.url)
+        after = sim.stats()["executed"]
+    assert len(list((folder / "upscaled").glob("*.png"))) == 4
+    # The rerun upscaled what was missing (two), plus at most the dead export's queued one.
+    assert 2 <= after - before <= 3
+    first = {p.relative_to(folder): p.read_bytes() for p in (folder / "export").rglob("*.jpg")}
+    _cli("export", str(order_file), "--output-root", str(out_root))  # reuses the upscales
+    again = {p.relative_to(folder): p.read_bytes() for p in (folder / "export").rglob("*.jpg")}
+    assert first == again and len(first) == 3 * 4
+    assert [p for p in folder.rglob("*") if p.name.endswith(".tmp")] == []

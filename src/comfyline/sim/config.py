@@ -46,7 +46,8 @@ class Faults:
     blackout_away_s: float = 0.5
     #: Close every WebSocket (the server stays up) after this many executed prompts.
     drop_ws_after_prompts: int | None = None
-    #: These prompts (by execution count) never finish until /interrupt or shutdown.
+    #: These prompts (by execution count) never finish until /interrupt or shutdown (they hang
+    #: in their sampler, or in their upscale node when they have no sampler).
     stuck_on_prompts: tuple[int, ...] = ()
     #: Every prompt whose sampler seed is in this list hangs the same way (each time it runs).
     stuck_on_seeds: tuple[int, ...] = ()

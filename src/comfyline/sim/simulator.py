@@ -639,6 +639,10 @@ class Simulator:
             await self._sample(run, node_id, work)
             await self._fixed_work(run)
             final = (work.steps, work.steps)
+        if class_type == "ImageUpscaleWithModel" and self._stuck(run):
+            assert self._interrupt is not None
+            await self._interrupt.wait()  # an upscale that hangs, as a sampler can
+            raise _Interrupted()
         definition = self.node_defs[class_type]
         if class_type == "LoadImage":
             outputs: list[nodes.Value | None] = self._load_image(str(inputs.get("image", "")))
@@ -696,13 +700,14 @@ class Simulator:
             data = {"value": step, "max": work.steps, "prompt_id": run.prompt_id, "node": node_id}
             await self._to_client_or_all(run, "progress", data)
 
+    def _stuck(self, run: _Run) -> bool:
+        return run.record.execution in self.faults.stuck_on_prompts
+
     def _check_faults(self, run: _Run, work: nodes.SamplerWork) -> bool:
         """Raise the failure faults ask for; True when this prompt is to hang (stuck)."""
         faults = self.faults
         execution = run.record.execution
-        if execution in faults.stuck_on_prompts or (
-            work.seed is not None and work.seed in faults.stuck_on_seeds
-        ):
+        if self._stuck(run) or (work.seed is not None and work.seed in faults.stuck_on_seeds):
             return True
         if execution in faults.error_on_prompts or (
             work.seed is not None and work.seed in faults.error_on_seeds
