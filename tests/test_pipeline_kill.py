@@ -39,7 +39,7 @@ from test_pipeline_support import (
     wait_for,
 )
 
-KILLS = 20
+KILLS = 12
 IMAGES = 100
 PROMPT_MS = 20  # per prompt on the simulator: there is always something in flight to cut off
 

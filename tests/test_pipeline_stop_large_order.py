@@ -1,6 +1,7 @@
-"""Ctrl-C on a 100,000-slot order with a few images made stops quickly: the report and contact
-sheets it writes on the way out cost what was made, not what was planned (one sheet of three
-cells, not 500 sheets of "missing" cells)."""
+"""Ctrl-C on a large order with a few images made stops quickly: the report and contact sheets
+it writes on the way out cost what was made, not what was planned (one sheet of three cells,
+not 50 sheets of "missing" cells at 10,000 slots, 500 at the issue's 100,000: the same path,
+a tenth of the start-up time for the suite)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from test_pipeline_support import (
     wait_for,
 )
 
-COUNT = 100_000
+COUNT = 10_000
 HELD = 4
 """The prompt the simulator holds when Ctrl-C comes: three images are made by then."""
 
@@ -37,7 +38,7 @@ def _one_row_sheet_size(cells: int) -> tuple[int, int]:
     return render_sheet([SheetEntry(i, i, None) for i in range(cells)]).size
 
 
-def test_ctrl_c_on_a_100000_slot_order_draws_sheets_of_the_made_images_only(
+def test_ctrl_c_on_a_large_order_draws_sheets_of_the_made_images_only(
     tmp_path: Path,
 ) -> None:
     order_file = single_order(tmp_path / "orders", "huge", COUNT)
@@ -66,4 +67,4 @@ def test_ctrl_c_on_a_100000_slot_order_draws_sheets_of_the_made_images_only(
     assert report.order.state == "cancelled"
     assert len(report.images) == HELD - 1
     assert (report.totals.requested, report.totals.succeeded) == (COUNT, HELD - 1)
-    assert COUNT > 100 * PER_SHEET  # drawn whole, the plan would fill hundreds of sheets
+    assert COUNT >= 50 * PER_SHEET  # drawn whole, the plan would fill dozens of sheets
