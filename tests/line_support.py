@@ -178,3 +178,10 @@ def running_execution(sim: Simulator) -> int | None:
     """Which execution (1-based) a simulator is running now; None when idle (use it through
     ``SimulatorHandle.call``)."""
     return sim.running.record.execution if sim.running is not None else None
+
+
+def running_prompt(sim: Simulator) -> tuple[int, str] | None:
+    """The execution (1-based) a simulator is running now and its prompt id; None when idle
+    (use it through ``SimulatorHandle.call``)."""
+    run = sim.running
+    return (run.record.execution, run.prompt_id) if run is not None else None

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from comfyline.reports.report import REPORT_FILE, read_report
-from comfyline.sim import Faults, Simulator, SimulatorHandle, running_simulator
+from comfyline.sim import Faults, SimulatorHandle, running_simulator
+from line_support import running_prompt
 from test_pipeline_support import (
     check_finished,
     done_count,
@@ -28,13 +29,8 @@ HELD = 4
 waits, so the moment is certain whatever the machine's speed."""
 
 
-def _running(sim: Simulator) -> tuple[int, str] | None:
-    run = sim.running
-    return (run.record.execution, run.prompt_id) if run is not None else None
-
-
 def _held(sim: SimulatorHandle) -> tuple[int, str] | None:
-    running: tuple[int, str] | None = sim.call(_running)
+    running: tuple[int, str] | None = sim.call(running_prompt)
     return running if running is not None and running[0] == HELD else None
 
 

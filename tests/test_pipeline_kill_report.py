@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comfyline.sim import Faults, Simulator, running_simulator
+from comfyline.sim import Faults, running_simulator
+from line_support import running_execution
 from test_pipeline_support import (
     check_finished,
     done_count,
@@ -26,10 +27,6 @@ of the order's work, in the killed run), and the held one never finishes there."
 PROMPT_S = 0.4
 
 
-def _running_execution(sim: Simulator) -> int | None:
-    return sim.running.record.execution if sim.running is not None else None
-
-
 def test_after_kill_9_the_report_counts_the_killed_runs_time_and_no_second_attempt(
     tmp_path: Path,
 ) -> None:
@@ -39,7 +36,7 @@ def test_after_kill_9_the_report_counts_the_killed_runs_time_and_no_second_attem
     with running_simulator(config) as sim:
         runner = start_runner(order_file, sim.url, out_root)
         try:
-            wait_for(lambda: sim.call(_running_execution) == HELD, "the held prompt", timeout_s=60)
+            wait_for(lambda: sim.call(running_execution) == HELD, "the held prompt", timeout_s=60)
             wait_for(lambda: done_count(order_file, out_root) == HELD - 1, "the images before it")
         finally:
             runner.kill()

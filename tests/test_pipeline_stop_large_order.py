@@ -12,7 +12,8 @@ from PIL import Image
 
 from comfyline.reports.contact_sheet import PER_SHEET, SheetEntry, render_sheet
 from comfyline.reports.report import REPORT_FILE, read_report
-from comfyline.sim import Faults, Simulator, running_simulator
+from comfyline.sim import Faults, running_simulator
+from line_support import running_execution
 from test_pipeline_support import (
     done_count,
     finish,
@@ -26,10 +27,6 @@ from test_pipeline_support import (
 COUNT = 10_000
 HELD = 4
 """The prompt the simulator holds when Ctrl-C comes: three images are made by then."""
-
-
-def _running_execution(sim: Simulator) -> int | None:
-    return sim.running.record.execution if sim.running is not None else None
 
 
 def _one_row_sheet_size(cells: int) -> tuple[int, int]:
@@ -48,7 +45,7 @@ def test_ctrl_c_on_a_large_order_draws_sheets_of_the_made_images_only(
     with running_simulator(config) as sim:
         runner = start_runner(order_file, sim.url, out_root)
         try:
-            wait_for(lambda: sim.call(_running_execution) == HELD, "the held prompt", timeout_s=120)
+            wait_for(lambda: sim.call(running_execution) == HELD, "the held prompt", timeout_s=120)
             wait_for(lambda: done_count(order_file, out_root) == HELD - 1, "the images before it")
             runner.send_signal(signal.SIGINT)
             # Generous: drawing 100,000 cells took minutes; three take well under a second.

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from comfyline.cli import app
 from comfyline.ledger import ledger_path, read_slots
-from comfyline.sim import Faults, Simulator, SimulatorHandle, running_simulator
+from comfyline.sim import Faults, SimulatorHandle, running_simulator
+from line_support import running_prompt
 from test_pipeline_support import (
     ROOT,
     child_env,
@@ -155,12 +156,7 @@ def test_kill_during_export_then_rerun_gives_the_same_package(tmp_path: Path) ->
 
 def _held_upscale(sim: SimulatorHandle) -> str | None:
     """The prompt id of the upscale prompt the simulator holds (its 3rd), once it runs."""
-
-    def running(s: Simulator) -> tuple[int, str] | None:
-        run = s.running
-        return (run.record.execution, run.prompt_id) if run is not None else None
-
-    now: tuple[int, str] | None = sim.call(running)
+    now: tuple[int, str] | None = sim.call(running_prompt)
     return now[1] if now is not None and now[0] == 3 else None
 
 
