@@ -631,15 +631,10 @@ class Guard(_GuardHold):
         the card."""
         self.stats.images += images
         self._in_series += images
-        reading = await self._read()
-        sample = self.samples[-1] if reading is not None else None
-        read_s = self._read_s
-        if self._ends:
-            settled, settled_sample, settled_s = self._ends.popleft()
-            if settled is not None and settled.temperature_c is not None:
-                late = reading.temperature_c if reading is not None else None
-                if late is None or settled.temperature_c >= late:
-                    reading, sample, read_s = settled, settled_sample, settled_s
+        reading, sample, read_s = self._ends.popleft() if self._ends else (None, None, 0.0)
+        if reading is None or reading.temperature_c is None:  # no hook, or it read nothing
+            reading = await self._read()
+            sample, read_s = (self.samples[-1] if reading is not None else None), self._read_s
         end_c = reading.temperature_c if reading is not None else None
         flight = self._flight.popleft() if self._flight else None
         learned = False
