@@ -238,6 +238,11 @@ class SlotRecord:
         the quality checks (0: its first seed)."""
         return sum(1 for h in self.history if h.get("reason") in REROLL_REASONS)
 
+    @property
+    def flagged(self) -> bool:
+        """Whether an image of the slot failed a quality check (any flag in its ``qc``)."""
+        return any(check.get("flags") for check in self.qc)
+
 
 @dataclass(frozen=True)
 class RevisionRecord:

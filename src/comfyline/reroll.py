@@ -170,7 +170,7 @@ def qc_replacements(slots: Sequence[SlotRecord], qc: QcSettings) -> QcReplacemen
     """The order's QC replacements, from its ledger's ``slots``."""
     allowed = qc.replace_budget(len(slots))
     replaced = sum(_qc_count(s) for s in slots)
-    flagged = [s for s in slots if s.state is SlotState.DONE and _flagged(s)]
+    flagged = [s for s in slots if s.state is SlotState.DONE and s.flagged]
     exhausted = replaced >= allowed and any(
         s.review != "approved" and _qc_count(s) < qc.max_per_image for s in flagged
     )
@@ -205,7 +205,7 @@ def replace_flagged(
     for slot in slots:
         if wanted is not None and slot.index not in wanted:
             continue
-        if slot.state is not SlotState.DONE or not _flagged(slot) or slot.review == "approved":
+        if slot.state is not SlotState.DONE or not slot.flagged or slot.review == "approved":
             continue
         files = ", ".join(slot.files)
         if _qc_count(slot) >= qc.max_per_image:
@@ -223,10 +223,6 @@ def replace_flagged(
             f"moved to {', '.join(item.moved_to)}"
         )
     return done
-
-
-def _flagged(slot: SlotRecord) -> bool:
-    return any(check.get("flags") for check in slot.qc)
 
 
 def _qc_count(slot: SlotRecord) -> int:

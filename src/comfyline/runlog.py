@@ -104,5 +104,5 @@ def _still_flagged(ledger: Ledger) -> int:
     return sum(
         1
         for slot in ledger.iter_slots(SlotState.DONE)
-        if slot.review != "approved" and any(check.get("flags") for check in slot.qc)
+        if slot.review != "approved" and slot.flagged
     )
