@@ -35,7 +35,7 @@ from test_pipeline_support import (
     wait_for,
 )
 
-NO_DUPLICATES = {"duplicate_distance": None}  # the simulator's gradients are alike by design
+NO_DUPLICATES = {"duplicate_distance": None}  # count only the flags the faults cause
 
 
 def _sha(path: Path) -> str:

@@ -15,6 +15,7 @@ from PIL import Image
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from comfyline.quality import QcSettings, SeriesChecker
 from comfyline.sim import Faults
 from sim_graphs import txt2img
 from test_sim_faults import WAIT_S, Client
@@ -164,3 +165,16 @@ def test_interrupt_stops_a_prompt_inside_its_fixed_time(make_sim: Any) -> None:
         "execution_interrupted",
     ]
     assert (stats["interrupted"], stats["executed"], stats["files_written"]) == (1, 0, 0)
+
+
+def test_images_of_different_seeds_are_not_near_duplicates(make_sim: Any) -> None:
+    # A real model's seeds give different pictures; the simulator's too, or the quality
+    # checks would flag a whole demo series as near-duplicates of its first image.
+    async def series() -> list[bytes]:
+        return [(await _image(sim.url, txt2img(seed=seed)))[1] for seed in range(24)]
+
+    with make_sim() as sim:
+        images = asyncio.run(series())
+    checker = SeriesChecker(QcSettings())
+    results = [checker.check(data, f"{i}.png") for i, data in enumerate(images)]
+    assert [r.flags for r in results] == [()] * len(images)

@@ -1,8 +1,11 @@
 """Cheap deterministic PNGs standing in for generated images, saved the way ComfyUI saves them.
 
-Each image is a colour gradient chosen by the seed (and the batch index) with the seed and the
-prompt text drawn on it. The API graph goes into the PNG text chunk ``prompt`` and every key of
-``extra_pnginfo`` (the UI ``workflow``) into its own chunk, as ComfyUI's SaveImage does.
+Each image is a colour gradient with a few light and dark shapes, all placed by the seed (and
+the batch index), with the seed and the prompt text drawn on it. The shapes give each seed a
+layout of its own, as a real model's images have: with the gradient alone every image of a
+series looked alike to the near-duplicate check. The API graph goes into the PNG text chunk
+``prompt`` and every key of ``extra_pnginfo`` (the UI ``workflow``) into its own chunk, as
+ComfyUI's SaveImage does.
 File names follow ComfyUI: ``{prefix}_{counter:05}_.png``, a ``/`` in the prefix makes a
 subfolder, ``%width%``/``%height%`` are replaced, and the counter continues from the files
 already in that folder.
@@ -25,12 +28,20 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def render(width: int, height: int, seed: int | None, text: str, index: int) -> Image.Image:
-    """One image: a seeded 4-corner gradient (resized from 2x2, so cheap) with text on it."""
+    """One image: a seeded 4-corner gradient (resized from 2x2, so cheap), four seeded shapes
+    and text on it."""
     rng = random.Random(f"{seed}:{index}:{text}")
     corners = Image.new("RGB", (2, 2))
     corners.putdata([tuple(rng.randrange(40, 216) for _ in range(3)) for _ in range(4)])
     image = corners.resize((max(1, width), max(1, height)), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
+    for _ in range(4):  # 300 seeds: no two images within 14 bits of perceptual hash (of 64)
+        x, y = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.2, 1.0) * height
+        w, h = rng.uniform(0.15, 0.6) * width, rng.uniform(0.15, 0.6) * height
+        shade = rng.choice((rng.randrange(0, 60), rng.randrange(190, 256)))
+        colour = tuple(min(255, max(0, shade + rng.randrange(-30, 31))) for _ in range(3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x, y, x + w, y + h), fill=colour)
     lines = [f"seed {seed}" + (f" #{index + 1}" if index else "")]
     lines += textwrap.wrap(text, width=max(8, width // 7))[:6]
     draw.multiline_text((6, 6), "\n".join(lines), fill=(255, 255, 255))
