@@ -208,14 +208,41 @@ class _GuardReadings:
     _forecast_c: float | None
     trust_read_s: float
     _read_s: float
+    _reading: asyncio.Future[Reading | None] | None
+    _last_read: tuple[float, Reading | None] | None
     holding: str
 
     # -- readings ----------------------------------------------------------------------------
 
     async def _read(self) -> Reading | None:
+        """A reading of the sensor. Callers at the same moment (a prompt's end and the gate of
+        the next one, with two in flight) share one read. A sensor that has never given a
+        temperature is read at most every ``poll_interval_s``: its readings only go on the
+        record (VRAM), and each one is a request to the server."""
+        if self._reading is not None:
+            return await asyncio.shield(self._reading)
+        if (
+            not self._had_temperature
+            and self._last_read is not None
+            and self._clock() - self._last_read[0] < self.limits.poll_interval_s
+        ):
+            return self._last_read[1]
+        self._reading = asyncio.ensure_future(self._take_reading())
+        # (its error, if no caller is left to take it, is not "never retrieved")
+        self._reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return await asyncio.shield(self._reading)
+
+    async def _take_reading(self) -> Reading | None:
+        try:
+            return await self._read_now()
+        finally:
+            self._reading = None
+
+    async def _read_now(self) -> Reading | None:
         asked = self._clock()
         reading = await self.sensor.read()
         self._read_s = self._clock() - asked
+        self._last_read = (asked, reading)
         temp = reading.temperature_c if reading is not None else None
         if reading is None or temp is None:
             self._note_no_temperature(reading)
@@ -586,6 +613,8 @@ class Guard(_GuardHold):
         self._ends: deque[tuple[Reading | None, Sample | None, float]] = deque()
         self.trust_read_s = trust_read_s
         self._read_s = 0.0  # how long the last reading took to come
+        self._reading = None  # the read under way, shared by whoever asks meanwhile
+        self._last_read = None  # (when it was asked for, what came)
         self._ended = 0  # prompts reported by after_prompt
         self._finished = asyncio.Event()  # set by after_prompt: a prompt in flight ended
         self._end_open = False  # the last measured end may still show hotter (nothing ran since)
@@ -632,8 +661,8 @@ class Guard(_GuardHold):
         self.stats.images += images
         self._in_series += images
         reading, sample, read_s = self._ends.popleft() if self._ends else (None, None, 0.0)
-        if reading is None or reading.temperature_c is None:  # no hook, or it read nothing
-            reading = await self._read()
+        if reading is None:  # no hook, or its reading failed (one without a temperature is
+            reading = await self._read()  # kept: reading again would find none either)
             sample, read_s = (self.samples[-1] if reading is not None else None), self._read_s
         end_c = reading.temperature_c if reading is not None else None
         flight = self._flight.popleft() if self._flight else None
