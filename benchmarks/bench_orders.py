@@ -7,7 +7,11 @@ simulator in another process (both on this machine), then reports
 * the runner's peak memory (max RSS of the child process), also for a ``--small`` order, so
   growth with the order's size shows as a difference;
 * its time per image over the first and the last ``--window`` images (from the times the ledger
-  recorded each slot as done).
+  recorded each slot as done);
+* its CPU time per image: the difference in CPU seconds (user + system, from the child's
+  rusage) between the big and the small order, over the difference in images. Start-up and
+  the report cancel out, and unlike the wall time it hardly moves with other work on the
+  machine.
 
     python benchmarks/bench_orders.py                 # 5,000 images (a few minutes on 2 cores)
     python benchmarks/bench_orders.py --count 1000    # quicker
@@ -53,9 +57,9 @@ def start_simulator(folder: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, match.group(0)
 
 
-def run_order(folder: Path, url: str, count: int) -> tuple[float, float, float, list[float]]:
-    """Run a ``count``-image order: wall seconds, peak RSS MiB, peak RSS MiB while making
-    images, and the times its slots were done."""
+def run_order(folder: Path, url: str, count: int) -> tuple[float, float, float, float, list[float]]:
+    """Run a ``count``-image order: wall seconds, CPU seconds, peak RSS MiB, peak RSS MiB
+    while making images, and the times its slots were done."""
     order_dir = folder / "orders" / "bench"
     order_dir.mkdir(parents=True)
     (order_dir / "project.yaml").write_text(ORDER.format(count=count))
@@ -76,6 +80,7 @@ def run_order(folder: Path, url: str, count: int) -> tuple[float, float, float, 
     if proc.returncode:
         raise SystemExit(f"run-order failed ({proc.returncode}):\n{stderr[-2000:]}")
     peak_kib = usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime
     loaded = load(order_dir / "project.yaml")
     with Ledger.open(ledger_path(out / "bench"), loaded.order.id, fingerprint(loaded)) as ledger:
         done = sorted(e.at for e in ledger.events("done"))
@@ -84,7 +89,7 @@ def run_order(folder: Path, url: str, count: int) -> tuple[float, float, float, 
     # writing the report, contact sheets and chart at the end.
     offset = time.time() - time.monotonic()
     producing = [rss for t, rss in samples if t + offset <= done[-1]]
-    return wall, peak_kib / 1024, max(producing, default=0.0), done
+    return wall, cpu, peak_kib / 1024, max(producing, default=0.0), done
 
 
 def _sample_rss(pid: int, samples: list[tuple[float, float]]) -> None:
@@ -125,23 +130,27 @@ def main() -> None:
             for count in (args.small, args.count):
                 sub = folder / str(count)
                 sub.mkdir()
-                wall, peak, producing, done = run_order(sub, url, count)
+                wall, cpu, peak, producing, done = run_order(sub, url, count)
                 window = min(args.window, len(done) // 2)
                 first, last = per_image_ms(done, window)
-                rows.append((count, wall, peak, producing, window, first, last))
+                rows.append((count, wall, cpu, peak, producing, window, first, last))
         finally:
             sim.terminate()
             sim.wait(timeout=10)
     print(
-        "| images | wall (s) | peak RSS making images (MiB) | peak RSS incl. report (MiB) "
-        "| window | ms/image first | ms/image last |"
+        "| images | wall (s) | CPU (s) | peak RSS making images (MiB) "
+        "| peak RSS incl. report (MiB) | window | ms/image first | ms/image last |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for count, wall, peak, producing, window, first, last in rows:
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for count, wall, cpu, peak, producing, window, first, last in rows:
         print(
-            f"| {count} | {wall:.1f} | {producing:.0f} | {peak:.0f} | {window} "
+            f"| {count} | {wall:.1f} | {cpu:.1f} | {producing:.0f} | {peak:.0f} | {window} "
             f"| {first:.1f} | {last:.1f} |"
         )
+    (small, _, cpu_small, *_), (big, _, cpu_big, *_) = rows
+    if big > small:
+        per_image = (cpu_big - cpu_small) / (big - small) * 1000
+        print(f"\nrunner CPU per image (the {big} less the {small}): {per_image:.1f} ms")
 
 
 if __name__ == "__main__":

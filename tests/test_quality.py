@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from comfyline.quality import (
     QcFlag,
     QcSettings,
+    SeriesChecker,
     check_image_bytes,
     check_image_file,
     check_series,
@@ -100,6 +102,33 @@ def test_shifted_copy_is_a_near_duplicate_and_other_scenes_are_not(tmp_path: Pat
     assert results[3].duplicate_of == str(paths[0])
     a, b = results[0].phash, results[1].phash
     assert a is not None and b is not None and hash_distance(a, b) > 16
+
+
+def test_a_run_checks_each_new_image_against_every_earlier_one() -> None:
+    def png(image: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+
+    original = scene(size=(128, 128), seed=1)
+    shifted = png(ImageChops.offset(original, 2, 1))
+    earlier = check_image_bytes(png(original))
+    assert earlier.phash is not None
+    # A resume: the series so far comes from the ledger (file name -> hash).
+    checker = SeriesChecker(QcSettings(), {"resumed.png": earlier.phash})
+    others = [png(scene(size=(128, 128), seed=seed)) for seed in range(2, 80)]
+    assert all(checker.check(data, f"{i}.png").ok for i, data in enumerate(others))
+    copy = checker.check(shifted, "copy.png")
+    assert copy.duplicate_of == "resumed.png"  # the first one made, across a resume
+    # A later copy is a duplicate of the earliest, not of the copy before it.
+    assert checker.check(shifted, "copy2.png").duplicate_of == "resumed.png"
+    # Made again under its own name (a retry), an image is not a duplicate of itself.
+    assert checker.check(others[0], "0.png").ok
+    # Set aside to be made again: no later image is its duplicate.
+    checker.forget(["resumed.png", "copy.png"])
+    assert checker.check(shifted, "copy3.png").duplicate_of == "copy2.png"
+    checker.forget(["copy2.png", "copy3.png"])
+    assert checker.check(shifted, "copy4.png").ok
 
 
 def test_duplicate_check_can_be_turned_off(tmp_path: Path) -> None:

@@ -10,11 +10,14 @@ and results into files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyline.errors import ComfyError
 from comfyline.presets import GenerationParams
 from comfyline.workflows import Graph, Workflow, build_graph
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class GeneratedImage:
     height: int
     server_filename: str
     server_subfolder: str = ""
+    picture: Image.Image | None = field(default=None, repr=False, compare=False)
+    """The pixels the check decoded, when asked for (``keep_pictures``): the quality checks
+    look at them instead of decoding the bytes a second time."""
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,8 @@ TEMP_SUFFIX = ".tmp"
 """Temp files are ``.{final name}.{random}.tmp`` in the target folder."""
 
 
-def check_image(
-    data: bytes, *, expected_size: tuple[int, int] | None, source: str
-) -> tuple[int, int]:
-    """Decode ``data`` fully and return its (width, height).
+def check_image(data: bytes, *, expected_size: tuple[int, int] | None, source: str) -> Image.Image:
+    """Decode ``data`` fully and return the decoded image.
 
     Raises :class:`ImageInvalid` naming ``source`` when it does not decode, or when
     ``expected_size`` is given and differs.
@@ -37,18 +35,17 @@ def check_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                size = image.size
+                image.load()  # (the pixels stay once loaded; closing lets go of the buffer)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as exc:
         raise ImageInvalid(
             f"{source}: the image does not decode ({type(exc).__name__}: {exc}; {len(data)} bytes)"
         ) from exc
-    if expected_size is not None and size != tuple(expected_size):
+    if expected_size is not None and image.size != tuple(expected_size):
         raise ImageInvalid(
-            f"{source}: the image is {size[0]}x{size[1]} but {expected_size[0]}x"
+            f"{source}: the image is {image.width}x{image.height} but {expected_size[0]}x"
             f"{expected_size[1]} was asked for"
         )
-    return size
+    return image
 
 
 def sha256_hex(data: bytes) -> str:

@@ -106,9 +106,6 @@ class SlotWriter:
         self._check_ledger_in_place()
         slot = self.plan.slot(index)
         parameters = self._png_parameters(slot, result, backend, checkpoint)
-        images = [(i.data, i.width, i.height) for i in result.images]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        written = await asyncio.to_thread(write_images, self.folder, slot.stem, images, parameters)
         if not hasattr(self, "qc"):  # the ledger is read here, in the loop's thread
             earlier = {
                 file: check["phash"]
@@ -117,7 +114,8 @@ class SlotWriter:
                 if check.get("phash")
             }
             self.qc = SeriesChecker(self.order.qc, earlier)
-        checks = await asyncio.to_thread(self._quality_checks, result, written)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written, checks = await asyncio.to_thread(self._write, slot.stem, result, parameters)
         made = result.request.params
         self.ledger.mark_done(
             index,
@@ -159,15 +157,19 @@ class SlotWriter:
         self.plan = replace(self.plan, slots=tuple(slots))
         return len(reopened)
 
-    def _quality_checks(
-        self, result: GenerationResult, written: list[WrittenImage]
-    ) -> list[QcResult]:
-        """Black, blank, near-uniform, blurry and near-duplicate checks of the new images
-        (what to sell is decided at review and export; ``qc.replace`` remakes flagged ones)."""
-        return [
-            self.qc.check(image.data, Path(w.path).name)
+    def _write(
+        self, stem: str, result: GenerationResult, parameters: Mapping[str, Any]
+    ) -> tuple[list[WrittenImage], list[QcResult]]:
+        """Write the images (in a worker thread), then their black, blank, near-uniform,
+        blurry and near-duplicate checks (what to sell is decided at review and export;
+        ``qc.replace`` remakes flagged ones)."""
+        images = [(i.data, i.width, i.height) for i in result.images]
+        written = write_images(self.folder, stem, images, parameters)
+        checks = [
+            self.qc.check(image.data, w.path.name, image.picture)
             for image, w in zip(result.images, written, strict=True)
         ]
+        return written, checks
 
     def _check_ledger_in_place(self) -> None:
         # A folder deleted (or moved) under a run would take the ledger with it while our open

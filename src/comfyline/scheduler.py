@@ -137,8 +137,7 @@ class Scheduler:
             notify=notify,
             changed=self._changed,
             admit=admit,
-            # Backends known to fit the order; the others are checked with ``admit`` when
-            # they first answer.
+            # Backends known to fit the order; the others are checked by ``admit`` at first.
             admitted=set(admitted if admitted is not None else (b.name for b in backends)),
         )
 
@@ -207,6 +206,7 @@ class Scheduler:
             gate=lambda: self.pool.gate(backend, self.claim),
             on_posted=self._posted,
             on_settled=lambda: self.pool.settled(backend),
+            keep_pictures=True,  # the quality checks look at the pixels the check decoded
         )
         async with contextlib.aclosing(batch) as results:
             async for result in results:

@@ -55,6 +55,7 @@ from comfyline.comfy.batch import (
 )
 from comfyline.comfy.client import ComfyClient, WsConnect
 from comfyline.comfy.endpoint import Endpoint
+from comfyline.comfy.fetch import fetch_images
 from comfyline.comfy.prompts import PromptBook
 from comfyline.comfy.protocol import PromptState
 from comfyline.errors import ComfyError, ComfyUnavailable, ExecutionInterrupted, ImageInvalid
@@ -174,6 +175,7 @@ class ComfyUIAdapter:
         gate: Gate | None = None,
         on_posted: OnPosted | None = None,
         on_settled: OnSettled | None = None,
+        keep_pictures: bool = False,
     ) -> AsyncGenerator[GenerationResult]:
         """Run ``requests``, yielding each result as it finishes.
 
@@ -185,9 +187,11 @@ class ComfyUIAdapter:
         back as results with ``error`` set; a server that is gone (past
         ``reconnect_timeout_s``) raises. ``on_settled()`` is awaited the moment the server has
         finished a prompt (or failed it), before its images are downloaded: where the guard
-        reads the card's temperature at the prompt's peak.
+        reads the card's temperature at the prompt's peak. ``keep_pictures``: each image keeps
+        the picture its check decoded (``GeneratedImage.picture``), for a caller that looks at
+        the pixels (the quality checks) and would otherwise decode it again.
         """
-        return self._runner.run(requests, gate, on_posted, on_settled)
+        return self._runner.run(requests, gate, on_posted, on_settled, keep_pictures)
 
     # --- control -----------------------------------------------------------------------------
 
@@ -277,7 +281,7 @@ class ComfyUIAdapter:
                     f"the history of prompt {prompt_id} on {self.url} holds another graph "
                     "than this slot's (another run or project used the same id); not collected"
                 )
-            fetched = await self._runner.fetch(request, unique(list(entry.images)), graph)
+            fetched = await fetch_images(self._book, request, unique(list(entry.images)), graph)
         except ImageInvalid as exc:
             return GenerationResult(request=request, prompt_id=prompt_id, error=exc)
         return GenerationResult(

@@ -1,4 +1,5 @@
-"""``BatchRunner``: what ``generate_batch`` does with each request - gate, post, wait, download.
+"""``BatchRunner``: what ``generate_batch`` does with each request - gate, post, wait, download
+(:mod:`comfyline.comfy.fetch`).
 
 At most :data:`MAX_IN_FLIGHT` prompts are on the server at once; a finisher task per prompt
 waits for it, downloads and checks its images, and puts the result on the batch's queue, so
@@ -21,20 +22,18 @@ from collections.abc import (
 from typing import Any
 
 from comfyline.comfy.client import ComfyClient
+from comfyline.comfy.fetch import fetch_images
 from comfyline.comfy.prompts import Prompt, PromptBook
 from comfyline.comfy.protocol import ImageRef
 from comfyline.errors import (
     ComfyError,
     ComfyTimeout,
-    DownloadCutShort,
     ExecutionFailed,
     ExecutionInterrupted,
     ImageInvalid,
     PromptRejected,
 )
-from comfyline.generation import GeneratedImage, GenerationRequest, GenerationResult
-from comfyline.images import check_image
-from comfyline.workflows import Graph, output_size
+from comfyline.generation import GenerationRequest, GenerationResult
 
 __all__ = [
     "CANCEL_TIMEOUT_S",
@@ -48,8 +47,6 @@ __all__ = [
 
 MAX_IN_FLIGHT = 2
 """Prompts on the server at once per adapter: one running, one waiting behind it."""
-DOWNLOAD_TRIES = 3
-"""How often an image download cut short is tried in all before the image counts as bad."""
 CANCEL_TIMEOUT_S = 5.0
 """How long cancelling our prompts waits for the server before giving up on it."""
 _PER_REQUEST_ERRORS = (
@@ -101,9 +98,12 @@ class BatchRunner:
         gate: Gate | None,
         on_posted: OnPosted | None,
         on_settled: OnSettled | None = None,
+        keep_pictures: bool = False,
     ) -> AsyncGenerator[GenerationResult]:
         out: asyncio.Queue[GenerationResult | BaseException | _End] = asyncio.Queue()
-        feeder = asyncio.create_task(self._feed(requests, gate, on_posted, on_settled, out))
+        feeder = asyncio.create_task(
+            self._feed(requests, gate, on_posted, on_settled, out, keep_pictures)
+        )
         try:
             while True:
                 item = await out.get()
@@ -123,6 +123,7 @@ class BatchRunner:
         on_posted: OnPosted | None,
         on_settled: OnSettled | None,
         out: asyncio.Queue[GenerationResult | BaseException | _End],
+        keep_pictures: bool,
     ) -> None:
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         stop = asyncio.Event()
@@ -140,7 +141,7 @@ class BatchRunner:
                     if on_posted is not None:
                         on_posted(request, prompt.prompt_id)
                     task = asyncio.create_task(
-                        self._finish(request, prompt, slots, out, stop, on_settled)
+                        self._finish(request, prompt, slots, out, stop, on_settled, keep_pictures)
                     )
                     finishers.add(task)
                     task.add_done_callback(finishers.discard)
@@ -182,7 +183,8 @@ class BatchRunner:
         slots: asyncio.Semaphore,
         out: asyncio.Queue[GenerationResult | BaseException | _End],
         stop: asyncio.Event,
-        on_settled: OnSettled | None = None,
+        on_settled: OnSettled | None,
+        keep_pictures: bool,
     ) -> None:
         posted_at = self._clock()
         try:
@@ -194,7 +196,7 @@ class BatchRunner:
             finally:
                 slots.release()  # the server is done with it: let the next one in at once
             await _settled(on_settled)  # before the downloads: the moment the server finished
-            result = await self._outcome(request, prompt, posted_at)
+            result = await self._outcome(request, prompt, posted_at, keep_pictures)
         except _PER_REQUEST_ERRORS as exc:
             result = GenerationResult(
                 request=request,
@@ -271,7 +273,7 @@ class BatchRunner:
             prompt.deadline = None
 
     async def _outcome(
-        self, request: GenerationRequest, prompt: Prompt, posted_at: float
+        self, request: GenerationRequest, prompt: Prompt, posted_at: float, keep_pictures: bool
     ) -> GenerationResult:
         images = unique(prompt.images)
         if not images:
@@ -280,7 +282,9 @@ class BatchRunner:
                 if (error := entry.error()) is not None:
                     raise error
                 images = unique(list(entry.images))
-        fetched = await self.fetch(request, images, prompt.graph)
+        fetched = await fetch_images(
+            self._book, request, images, prompt.graph, keep_pictures=keep_pictures
+        )
         if not prompt.cached:
             self._book.slowest_s = max(self._book.slowest_s or 0.0, prompt.seconds)
         return GenerationResult(
@@ -291,41 +295,6 @@ class BatchRunner:
             wall_seconds=self._clock() - posted_at,
             cached=prompt.cached,
         )
-
-    async def fetch(
-        self, request: GenerationRequest, refs: list[ImageRef], graph: Graph
-    ) -> list[GeneratedImage]:
-        """Download and check every image of a prompt: all good, or :class:`ImageInvalid`."""
-        wanted = request.params.batch_size
-        if len(refs) != wanted:
-            saved = "no image" if not refs else f"{len(refs)} images"
-            raise ImageInvalid(
-                f"the server saved {saved} for a prompt that makes {wanted} (batch size "
-                f"{wanted}); does the workflow end in exactly one SaveImage node?"
-            )
-        expected = output_size(graph)
-        fetched = []
-        for ref in refs:
-            data = await self._download(ref)
-            source = f"{ref.subfolder}/{ref.filename}".lstrip("/")
-            width, height = await asyncio.to_thread(
-                check_image, data, expected_size=expected, source=source
-            )
-            fetched.append(GeneratedImage(data, width, height, ref.filename, ref.subfolder))
-        return fetched
-
-    async def _download(self, ref: ImageRef) -> bytes:
-        """One image's bytes; a download cut short is fetched again (the file is whole on the
-        server), :data:`DOWNLOAD_TRIES` times at most."""
-        for attempt in range(1, DOWNLOAD_TRIES + 1):
-            try:
-                return await self._book.retrying(
-                    lambda: self.client.view(ref, timeout_s=self.endpoint.download_timeout_s)
-                )
-            except DownloadCutShort:
-                if attempt == DOWNLOAD_TRIES:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _settled(on_settled: OnSettled | None) -> None:

@@ -105,11 +105,21 @@ def _depth_exceeds(body: Any, limit: int) -> bool:
     return False
 
 
+def _shallow(text: str | bytes) -> bool:
+    """Whether ``text`` has too few brackets to nest deeper than :data:`MAX_JSON_DEPTH` (the
+    walk of :func:`check_json_depth`, for the ~30 small messages of every prompt, is skipped)."""
+    if isinstance(text, bytes):
+        return text.count(b"{") + text.count(b"[") <= MAX_JSON_DEPTH
+    return text.count("{") + text.count("[") <= MAX_JSON_DEPTH
+
+
 def parse_ws_message(text: str | bytes) -> WsMessage | None:
     """Parse one text frame; None for frames that are not ``{"type": str, "data": {...}}``
     (junk, and JSON nested too deep to be a message, are skipped like unknown types)."""
     try:
-        body = check_json_depth(json.loads(text), "a WebSocket message")
+        body = json.loads(text)
+        if not _shallow(text):
+            body = check_json_depth(body, "a WebSocket message")
     except (ValueError, UnicodeDecodeError, RecursionError, ComfyProtocolError):
         return None
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
