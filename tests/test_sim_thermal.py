@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from comfyline.sim import ThermalConfig, ThermalModel
 from sim_graphs import txt2img
+from test_sim_faults import Client
 
 WORK_S = 1.54  # the seed's 3.54 s per image less its 2.0 s pause
 PAUSE_S = 2.0
@@ -130,3 +131,21 @@ def test_overheating_blacks_the_server_out(make_sim: Any) -> None:
     assert sensor["blackouts"] == 1
     assert stats["lost"] == 1 and stats["executed"] == 3  # the 4th image took it past 85 °C
     assert sensor["temperature_c"] < 85.0  # it cooled while away
+
+
+def test_each_prompt_is_timed_on_the_model_clock_too(make_sim: Any) -> None:
+    # A benchmark compares a schedule with the optimum on the thermal model's clock: there a
+    # prompt's work lasts exactly its simulated seconds, whatever the machine's real time.
+    async def run() -> None:
+        async with Client(sim.url) as client:
+            _, kinds = await client.run(txt2img())
+            assert "execution_success" in kinds
+
+    with make_sim(thermal=ThermalConfig(), fixed_prompt_s=0.3, time_scale=0.5) as sim:
+        asyncio.run(run())
+        (record,) = httpx.get(sim.url + "/sim/stats").json()["prompts"]
+    model_span = record["end_model_s"] - record["start_model_s"]
+    # Its 0.3 s of work, and the moments around it (real time x 2 there: a busy machine's
+    # pause of a second between two messages is two model seconds).
+    assert 0.3 <= model_span < 0.3 + 5.0
+    assert record["end_s"] - record["start_s"] >= 0.3 * 0.5  # real time: half of it

@@ -424,6 +424,7 @@ class Simulator:
     async def _run_item(self, item: list[Any]) -> None:
         number, prompt_id, prompt, extra, outputs = item
         record = self.stats.start(prompt_id, number, self.clock())
+        record.start_model_s = self.model_time()
         run = _Run(number, prompt_id, prompt, extra, outputs, record)
         self.running = run
         await self.broadcast_status()
@@ -446,6 +447,7 @@ class Simulator:
         await self.broadcast_status()
         await self._to_client(run, "executing", {"node": None, "prompt_id": prompt_id})
         record.status, record.end_s = status, self.clock()
+        record.end_model_s = self.model_time()
         if self._sampler_done_s is not None:  # learn how long the rest of a prompt takes
             self._after_sampler_s = record.end_s - self._sampler_done_s
             self._sampler_done_s = None

@@ -27,6 +27,10 @@ class PromptRecord:
     #: is the prompt's peak (a die heats while it works). None: no thermal model, or no work.
     start_temperature_c: float | None = None
     end_temperature_c: float | None = None
+    #: ``start_s`` and ``end_s`` on the model clock (the thermal model's time: a prompt's work
+    #: lasts exactly its simulated seconds there, the simulator's own rendering not counted).
+    start_model_s: float | None = None
+    end_model_s: float | None = None
 
 
 @dataclass
