@@ -7,10 +7,12 @@ like ``test_guard_policy.py``, by a scripted sensor and a clock that moves only 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from comfyline.errors import GuardTripped
-from comfyline.guard import Guard, Limits, NoSensor, Reading
+from comfyline.guard import Guard, GuardEvent, Limits, NoSensor, Reading
 from comfyline.settings import Settings
 from test_guard_policy import (
     FakeClock,
@@ -19,6 +21,7 @@ from test_guard_policy import (
     kinds,
     make_guard,
     run_images,
+    settle,
 )
 
 
@@ -208,3 +211,92 @@ async def test_throttling_names_each_reason() -> None:
     guard.heat.add(50.0, 55.0)
     await guard.before_prompt()
     assert "(sw_thermal_slowdown, hw_thermal_slowdown)" in events[0].message
+
+
+# -- a whole-degree sensor (NVML, nvidia-smi: 77 means 77.0 to 77.99) ------------------------
+# The prior heat model: a prompt started at T ends at 37 + 0.7 T; under the target 78 (no
+# margin here), a lone prompt may start up to 58.57 °C. Each reading counts as the top of its
+# degree (T + 1) wherever it is a start.
+
+
+def whole_degree_guard(
+    sensor: object, clock: FakeClock, limits: Limits | None = None
+) -> tuple[Guard, list[GuardEvent]]:
+    """A guard as a run makes one: no ``resolution_c`` given, so whole readings mean 1 °C."""
+    seen: list[GuardEvent] = []
+    limits = limits or Limits()
+    guard = Guard(
+        sensor,  # type: ignore[arg-type]
+        limits,
+        2.0,
+        50,
+        clock=clock,
+        sleep=clock.sleep,
+        on_event=seen.append,
+        margin_c=0.0,
+        min_poll_s=limits.poll_interval_s,
+    )
+    return guard, seen
+
+
+async def second_prompt_waits(guard: Guard) -> None:
+    """The next prompt, with one in flight, waits for its end (decided without a sleep; the
+    end is read, and the gate reads again)."""
+    second = asyncio.create_task(guard.before_prompt())
+    await settle()
+    assert not second.done(), "the next prompt went with the one in flight"
+    await guard.after_prompt()
+    await second
+
+
+async def test_whole_degrees_a_lone_prompt_goes_from_the_top_of_its_degree() -> None:
+    # 58 may be 58.99: it would end at 78.3. 57 (at most 57.99: 77.6) goes.
+    clock = FakeClock()
+    guard, events = whole_degree_guard(ScriptedSensor([58.0, 57.0]), clock)
+    await guard.before_prompt()
+    assert clock.sleeps == [1.0] and kinds(events) == ["held"]
+    assert "released at 57.0 °C" in events[0].message
+
+
+async def test_whole_degrees_a_prompt_in_flight_is_forecast_from_the_top_of_its_start() -> None:
+    # The one in flight went at 30 (up to 30.99): it ends at up to 58.7, from which the next
+    # would end at 78.09. (Read as exactly 30, the two would fit: 58.0, then 77.6.)
+    clock = FakeClock()
+    sensor = ScriptedSensor([30.0, 30.0, 30.0])
+    guard, _ = whole_degree_guard(sensor, clock)
+    await guard.before_prompt()
+    await second_prompt_waits(guard)
+    assert sensor.reads == 4 and clock.sleeps == []
+
+
+async def test_whole_degrees_a_card_hotter_than_forecast_is_taken_at_the_top_of_its_reading() -> (
+    None
+):
+    # The one in flight went at 20 (forecast end 51.7), but the card reads 58 already: it may
+    # be 58.99, and from there the next would end at 78.3.
+    clock = FakeClock()
+    sensor = ScriptedSensor([20.0, 58.0, 30.0])
+    guard, _ = whole_degree_guard(sensor, clock)
+    await guard.before_prompt()
+    await second_prompt_waits(guard)
+    assert sensor.reads == 4 and clock.sleeps == []
+
+
+async def test_whole_degrees_a_prompt_that_went_unread_is_forecast_from_the_reading() -> None:
+    # The sensor failed when the first prompt went: nothing says where it started, so it is
+    # taken to end where one started at the next reading's top (30 -> 31: 58.7) would.
+    clock = FakeClock()
+    sensor = ScriptedSensor([None, 30.0, 30.0])
+    guard, events = whole_degree_guard(sensor, clock)
+    await guard.before_prompt()
+    await second_prompt_waits(guard)
+    assert sensor.reads == 4 and clock.sleeps == []
+    assert kinds(events) == ["no_temperature"]
+
+
+async def test_whole_degrees_a_trip_names_the_release_under_the_top_of_the_degree() -> None:
+    # A lone prompt may go from 58.57 °C; a reading of 57 may be 57.99: 57.6 is the goal.
+    clock = FakeClock()
+    guard, _ = whole_degree_guard(ScriptedSensor([70.0, 65.0]), clock, Limits(cool_timeout_s=3))
+    with pytest.raises(GuardTripped, match=r"to 57\.6 °C"):
+        await guard.before_prompt()
