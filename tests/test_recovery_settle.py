@@ -1,21 +1,26 @@
 """How a resume settles what a dead runner left on one server, in the two cases no other test
 reaches: prompts still *waiting* in the queue (behind another client's), and a prompt the
-server *finished* whose image is gone when the resume comes to collect it.
+server *finished* whose image is gone when the resume comes to collect it; and what a
+restarted server lost, sent again, as the log says.
 
 Written for survivors of a mutation run over ``recovery.py`` (docs/TESTING.md): with the
-waiting prompts left on the server, or the failed collection recorded without its reason (or
-not at all), every test passed.
+waiting prompts left on the server, the failed collection recorded without its reason (or
+not at all), or the log's "resent" lines naming no slot, every test passed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from comfyline.ledger import Ledger, ledger_path
+from comfyline.orders import load
+from comfyline.pipeline import fingerprint
 from comfyline.sim import Faults, running_simulator
 from line_support import BackgroundRun, foreign_prompt, interrupt, ledger_events
 from test_pipeline_support import (
     check_finished,
     finish,
+    output_folder,
     run_in_process,
     server_queue,
     settings_for,
@@ -89,3 +94,36 @@ def test_a_finished_prompt_whose_image_is_gone_is_made_again_saying_why(tmp_path
     # Both made again, as their second attempt: three images made in all, one interrupted.
     assert [image.attempts for image in report.images] == [2, 2]
     assert (stats["executed"], stats["interrupted"]) == (3, 1), stats
+
+
+def test_prompts_a_restarted_server_lost_are_sent_again_under_their_ids_and_logged(
+    tmp_path: Path,
+) -> None:
+    order_file = single_order(tmp_path / "orders", "lost", 3)
+    out = tmp_path / "out"
+    # The first prompt hangs: the dead runner leaves slot 0 running and slot 1 waiting.
+    config = sim_config(tmp_path, fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(1,)))
+    with running_simulator(config) as sim:
+        runner = start_runner(order_file, sim.url, out)
+        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
+        runner.kill()
+        finish(runner)
+        left = server_queue(sim.url)
+        sim.restart(away_s=0.1)  # its queue and history go with it
+        sim.wait_up()
+        sim.set_faults(Faults())
+        report, _ = run_in_process(order_file, settings_for(sim.url, out))
+        stats = sim.stats()
+
+    check_finished(order_file, out)
+    # Each was sent again as it was (same prompt id, same attempt), and the log says which.
+    loaded = load(order_file)
+    db = ledger_path(output_folder(order_file, out))
+    with Ledger.open(db, loaded.order.id, fingerprint(loaded)) as ledger:
+        resent = [(e.index, e.attempt, e.prompt_id) for e in ledger.events("resent")]
+        reasons = {e.detail["reason"] for e in ledger.events("resent")}
+    assert resent == [(0, 1, left[0]), (1, 1, left[1])]
+    assert reasons == {"previous run left it unknown on the server"}
+    assert [image.attempts for image in report.images] == [1, 1, 1]
+    assert {image.prompt_id for image in report.images[:2]} == set(left)
+    assert stats["executed"] == 3 and stats["cached"] == 0, stats
