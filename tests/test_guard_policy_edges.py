@@ -222,7 +222,7 @@ async def test_throttling_names_each_reason() -> None:
 
 
 def whole_degree_guard(
-    sensor: object, clock: FakeClock, limits: Limits | None = None
+    sensor: object, clock: FakeClock, limits: Limits | None = None, margin_c: float = 0.0
 ) -> tuple[Guard, list[GuardEvent]]:
     """A guard as a run makes one: no ``resolution_c`` given, so whole readings mean 1 °C."""
     seen: list[GuardEvent] = []
@@ -235,7 +235,7 @@ def whole_degree_guard(
         clock=clock,
         sleep=clock.sleep,
         on_event=seen.append,
-        margin_c=0.0,
+        margin_c=margin_c,
         min_poll_s=limits.poll_interval_s,
     )
     return guard, seen
@@ -479,14 +479,26 @@ async def test_after_a_failed_prompt_the_one_behind_it_teaches_nothing() -> None
 
 async def test_the_end_a_prompt_is_reported_with_is_the_one_read_when_it_settled() -> None:
     clock = FakeClock()
-    guard, _ = make_guard(ScriptedSensor([40.0, 60.0, 55.0]), clock)
+    guard, _ = make_guard(ScriptedSensor([30.0, 40.0, 39.0, 60.0, 55.0, 57.0]), clock)
+    await run_images(guard, 1)
     await guard.before_prompt()
     await guard.prompt_settled()  # 60, the moment the server said it finished
     sample = await guard.after_prompt()
     assert sample is not None and sample.temperature_c == 60.0
     await guard.before_prompt()  # 55
     second = await guard.after_prompt()  # no hook: read now
-    assert second is not None and second.temperature_c == 55.0 and second.t_s == 0.0
+    assert second is not None and second.temperature_c == 57.0
+
+
+async def test_whole_degrees_a_later_hotter_reading_is_the_end_at_the_middle_of_its_degree() -> (
+    None
+):
+    clock = FakeClock()
+    # Ended at 60 by its first reading; the next, while nothing runs, reads 62: the end.
+    guard, _ = whole_degree_guard(ScriptedSensor([40.0, 60.0, 62.0, 30.0]), clock)
+    await run_images(guard, 1)
+    await guard.before_prompt()
+    assert [(s.start_c, s.end_c) for s in guard.heat.samples] == [(40.5, 62.5)]
 
 
 # -- the trusted margin ----------------------------------------------------------------------------
@@ -519,4 +531,79 @@ async def test_a_prompt_half_a_degree_hotter_than_forecast_restores_the_full_mar
     await run_images(guard, 1)
     assert guard.margin_now_c() == 1.0
     await run_images(guard, 4)
+    assert guard.margin_now_c() == 1.0
+
+
+async def test_a_prompt_exactly_at_the_trusted_error_is_as_forecast() -> None:
+    clock = FakeClock()
+    # Four as forecast (60), the fifth 0.25 °C over it: still within the trusted error.
+    guard = trusting_guard(ScriptedSensor([40.0, 60.0] * 4 + [40.0, 60.25]), clock)
+    await run_images(guard, 5)
+    assert guard.margin_now_c() == 0.5
+
+
+async def test_a_later_reading_a_little_hotter_keeps_the_trust() -> None:
+    clock = FakeClock()
+    # Five as forecast; then, while nothing runs, the last one's end reads 0.125 °C hotter:
+    # within the trusted error, so the margin stays the trusted one.
+    guard = trusting_guard(ScriptedSensor([40.0, 60.0] * 5 + [60.125]), clock)
+    await run_images(guard, 5)
+    await guard.before_prompt()
+    assert guard.margin_now_c() == 0.5
+
+
+async def test_a_later_reading_much_hotter_starts_the_count_again() -> None:
+    clock = FakeClock()
+    # Five as forecast; a later reading shows the fifth ended 1 °C hotter: the count starts
+    # again from nothing, so four more as forecast are not yet enough.
+    script = [40.0, 60.0] * 5 + [61.0, 40.0] + [60.0, 40.0] * 3 + [60.0]
+    guard = trusting_guard(ScriptedSensor(script), clock)
+    await run_images(guard, 5)
+    await run_images(guard, 4)
+    assert guard.margin_now_c() == 1.0
+
+
+class SlowSensor(ScriptedSensor):
+    """A scripted sensor whose every answer takes ``answer_s`` of the fake clock."""
+
+    def __init__(self, clock: FakeClock, answer_s: float, script: list[float]) -> None:
+        super().__init__(script)
+        self.clock, self.answer_s = clock, answer_s
+
+    async def read(self) -> Reading | None:
+        self.clock.now += self.answer_s
+        return await super().read()
+
+
+async def test_readings_that_take_exactly_the_trusted_time_are_trusted() -> None:
+    clock = FakeClock()
+    sensor = SlowSensor(clock, 0.125, [40.0, 60.0] * 5)
+    guard = Guard(
+        sensor,
+        Limits(),
+        2.0,
+        50,
+        clock=clock,
+        sleep=clock.sleep,
+        resolution_c=0.0,
+        trust_read_s=0.125,
+    )
+    await run_images(guard, 5)
+    assert guard.margin_now_c() == 0.5
+
+
+async def test_whole_degrees_the_forecasts_are_judged_at_the_middle_of_their_degrees() -> None:
+    # Each goes at 40 (40.5) and ends at 61 (61.5): as forecast from the first on, so five
+    # of them are trusted.
+    clock = FakeClock()
+    guard, _ = whole_degree_guard(ScriptedSensor([40.0, 61.0] * 5), clock, margin_c=1.0)
+    await run_images(guard, 5)
+    assert guard.margin_now_c() == 0.5
+
+
+async def test_whole_degrees_a_prompt_a_degree_hotter_than_forecast_is_not_trusted() -> None:
+    clock = FakeClock()
+    sensor = ScriptedSensor([40.0, 61.0] * 4 + [40.0, 62.0])
+    guard, _ = whole_degree_guard(sensor, clock, margin_c=1.0)
+    await run_images(guard, 5)
     assert guard.margin_now_c() == 1.0
