@@ -1,0 +1,74 @@
+"""The ledger's history of an edited order, on a real SQLite file: an order that starts over
+(nothing of it was sent) and one that starts a new revision (its prompt ids its own).
+
+Written for survivors of a mutation run over ``ledger.py`` (docs/TESTING.md): no test reached
+``Ledger.restart``, and a new revision that kept the old prompt-id nonce passed every test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfyline.errors import LedgerError
+from comfyline.ledger import Ledger, OrderState, ledger_path, read_identity, slot_prompt_id
+from test_ledger_states import plan
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return ledger_path(tmp_path / "out")
+
+
+def test_an_order_never_sent_starts_over_with_its_new_content(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1") as led:
+        led.ensure_slots(plan(2))
+        led.ensure_seed_base(5)
+    # The runner settles the edit itself (fingerprint None): nothing was sent, so it restarts.
+    with Ledger.open(db, "cats", None) as led:
+        led.restart("fp-2", {"prompt": "h2", "count": "h3"})
+        assert led.order().fingerprint == "fp-2"
+        assert led.counts().total == 0 and led.order().seed_base is None
+        assert led.identity() == {"prompt": "h2", "count": "h3"}
+        (edited,) = led.events("order.edited")
+        assert edited.detail == {"to": "fp-2"}
+        assert led.ensure_slots(plan(3)) == 3
+    assert read_identity(db) == {"prompt": "h2", "count": "h3"}
+
+
+def test_an_order_with_a_prompt_sent_does_not_start_over(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1") as led:
+        led.ensure_slots(plan(2))
+        led.mark_submitted(1, "p-1", 1)
+    with Ledger.open(db, "cats", None) as led:
+        with pytest.raises(LedgerError, match="'cats' has sent prompts: it cannot restart"):
+            led.restart("fp-2", {"prompt": "h2"})
+        assert led.order().fingerprint == "fp-1" and led.counts().total == 2
+
+
+def test_a_new_revision_has_prompt_ids_of_its_own(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1", clock=lambda: 100.0) as led:
+        led.ensure_slots(plan(2))
+        led.mark_submitted(0, slot_prompt_id("cats", 0, 1, led.nonce), 1)
+        led.mark_done(0, ["img-0000.png"], ["00" * 32], 1.0)
+        old_nonce = led.nonce
+    with Ledger.open(db, "cats", None, clock=lambda: 200.0) as led:
+        number = led.start_revision(
+            "fp-2", {"prompt": "h2"}, reason="prompt", folder="r1", archive="r1/ledger"
+        )
+        new_nonce = led.nonce
+        assert number == 2 == led.revision()
+        assert led.counts().total == 0 and led.order().state is OrderState.NEW
+        (old,) = led.revisions()
+        assert (old.number, old.reason, old.folder, old.images, old.archive) == (
+            1,
+            "prompt",
+            "r1",
+            1,
+            "r1/ledger",
+        )
+    # A resume of the new revision finds the same nonce; no prompt id of the old one is reused.
+    with Ledger.open(db, "cats", "fp-2") as led:
+        assert led.nonce == new_nonce != old_nonce
+    assert slot_prompt_id("cats", 0, 1, new_nonce) != slot_prompt_id("cats", 0, 1, old_nonce)
