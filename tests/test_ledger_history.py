@@ -72,3 +72,40 @@ def test_a_new_revision_has_prompt_ids_of_its_own(db: Path) -> None:
     with Ledger.open(db, "cats", "fp-2") as led:
         assert led.nonce == new_nonce != old_nonce
     assert slot_prompt_id("cats", 0, 1, new_nonce) != slot_prompt_id("cats", 0, 1, old_nonce)
+
+
+def test_a_reroll_records_what_it_set_aside_before_anything_moves(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1", clock=lambda: 300.0) as led:
+        led.ensure_slots(plan(2))
+        led.mark_submitted(0, "p-0", 1, "http://a:8188")
+        led.mark_done(0, ["img-0000.png"], ["ab" * 32], 1.0, simulated=False)
+        led.mark_submitted(1, "p-1", 1, "http://a:8188")
+        led.mark_failed(1, RuntimeError("boom"))
+        done = led.reopen(
+            0, reason="reroll", moved_to=["rerolled/img-0000.png"], seed=77, stem="img-0000-b"
+        )
+        failed = led.reopen(1, reason="reroll", moved_to=["rerolled/img-0001.png"], seed=78)
+    assert done.history == (
+        {
+            "reason": "reroll",
+            "files": ["img-0000.png"],
+            "sha256s": ["ab" * 32],
+            "moved_to": ["rerolled/img-0000.png"],
+            "seed": 1000,
+            "new_seed": 77,
+            "generation": 1,
+            "backend": "http://a:8188",
+            "simulated": False,
+            "at": 300.0,
+        },
+    )
+    assert (done.seed, done.stem, done.files) == (77, "img-0000-b", ())
+    # A failed slot had no image: nothing of it moves.
+    assert failed.history[0]["files"] == [] and failed.history[0]["moved_to"] == []
+
+
+def test_an_image_not_made_cannot_be_made_again(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1") as led:
+        led.ensure_slots(plan(1))
+        with pytest.raises(LedgerError, match="only a made \\(or failed\\) image can be made"):
+            led.reopen(0, reason="reroll", moved_to=[])
