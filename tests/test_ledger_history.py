@@ -60,6 +60,8 @@ def test_a_new_revision_has_prompt_ids_of_its_own(db: Path) -> None:
         new_nonce = led.nonce
         assert number == 2 == led.revision()
         assert led.counts().total == 0 and led.order().state is OrderState.NEW
+        (started,) = led.events("order.revision")  # the new revision's log starts with it
+        assert started.detail == {"revision": 2, "reason": "prompt"}
         (old,) = led.revisions()
         assert (old.number, old.reason, old.folder, old.images, old.archive) == (
             1,
@@ -85,6 +87,7 @@ def test_a_reroll_records_what_it_set_aside_before_anything_moves(db: Path) -> N
             0, reason="reroll", moved_to=["rerolled/img-0000.png"], seed=77, stem="img-0000-b"
         )
         failed = led.reopen(1, reason="reroll", moved_to=["rerolled/img-0001.png"], seed=78)
+        logged = [(e.index, e.attempt, e.prompt_id, e.detail) for e in led.events("slot.reroll")]
     assert done.history == (
         {
             "reason": "reroll",
@@ -100,6 +103,7 @@ def test_a_reroll_records_what_it_set_aside_before_anything_moves(db: Path) -> N
         },
     )
     assert (done.seed, done.stem, done.files) == (77, "img-0000-b", ())
+    assert logged == [(0, 1, "p-0", done.history[0]), (1, 1, "p-1", failed.history[0])]
     # A failed slot had no image: nothing of it moves.
     assert failed.history[0]["files"] == [] and failed.history[0]["moved_to"] == []
 
