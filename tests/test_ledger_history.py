@@ -113,3 +113,25 @@ def test_an_image_not_made_cannot_be_made_again(db: Path) -> None:
         led.ensure_slots(plan(1))
         with pytest.raises(LedgerError, match="only a made \\(or failed\\) image can be made"):
             led.reopen(0, reason="reroll", moved_to=[])
+
+
+def test_a_ledger_from_before_the_nonce_keeps_its_prompt_ids() -> None:
+    # The ids an older ledger sent its prompts under: a resume must find them on the server.
+    assert slot_prompt_id("cats", 0, 1) == "8359af26-a6cc-5a0e-9504-b11e93932fd6"
+    assert slot_prompt_id("cats", 0, 1, "") == "8359af26-a6cc-5a0e-9504-b11e93932fd6"
+    assert slot_prompt_id("cats", 0, 1, "n0") == "21c22a06-f78e-5b8e-85b1-1017c1392914"
+
+
+def test_a_shrunk_order_drops_every_slot_not_made_past_a_made_one(db: Path) -> None:
+    with Ledger.open(db, "cats", "fp-1") as led:
+        led.ensure_slots(plan(4))
+        led.mark_submitted(2, "p-2", 1)
+        led.mark_done(2, ["img-0002.png"], ["00" * 32], 1.0)
+        led.mark_submitted(3, "p-3", 1)
+        assert led.drop_slots([1, 2, 3], "count went down") == [1, 3]
+        assert [s.index for s in led.slots()] == [0, 2]
+        dropped = [(e.index, e.attempt, e.prompt_id, e.detail) for e in led.events("slot.dropped")]
+    assert dropped == [
+        (1, 0, None, {"reason": "count went down", "state": "planned"}),
+        (3, 1, "p-3", {"reason": "count went down", "state": "submitted"}),
+    ]
