@@ -175,8 +175,12 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start_runner(order_file: Path, url: str, output_root: Path) -> subprocess.Popen[str]:
-    """``python -m comfyline run-order ORDER --comfyui URL --output-root DIR`` as a child."""
+def start_runner(
+    order_file: Path, url: str, output_root: Path, *more_urls: str
+) -> subprocess.Popen[str]:
+    """``python -m comfyline run-order ORDER --comfyui URL --output-root DIR`` as a child;
+    ``more_urls``: further servers of the run (``--comfyui`` each)."""
+    servers = [arg for each in (url, *more_urls) for arg in ("--comfyui", each)]
     return subprocess.Popen(
         [
             sys.executable,
@@ -184,8 +188,7 @@ def start_runner(order_file: Path, url: str, output_root: Path) -> subprocess.Po
             "comfyline",
             "run-order",
             str(order_file),
-            "--comfyui",
-            url,
+            *servers,
             "--output-root",
             str(output_root),
         ],
