@@ -216,17 +216,20 @@ class _GuardReadings:
 
     async def _read(self) -> Reading | None:
         """A reading of the sensor. Callers at the same moment (a prompt's end and the gate of
-        the next one, with two in flight) share one read. A sensor that has never given a
-        temperature is read at most every ``poll_interval_s``: its readings only go on the
-        record (VRAM), and each one is a request to the server."""
+        the next one, with two in flight) share one read. A sensor that answers but has never
+        given a temperature is read at most every ``poll_interval_s``: its readings only go on
+        the record (VRAM), and each one is a request to the server. (A failed read is tried
+        again at once: it may be a glitch.)"""
         if self._reading is not None:
             return await asyncio.shield(self._reading)
+        last = self._last_read
         if (
             not self._had_temperature
-            and self._last_read is not None
-            and self._clock() - self._last_read[0] < self.limits.poll_interval_s
+            and last is not None
+            and last[1] is not None
+            and self._clock() - last[0] < self.limits.poll_interval_s
         ):
-            return self._last_read[1]
+            return last[1]
         self._reading = asyncio.ensure_future(self._take_reading())
         # (its error, if no caller is left to take it, is not "never retrieved")
         self._reading.add_done_callback(lambda f: f.cancelled() or f.exception())
