@@ -16,6 +16,7 @@ from comfyline.sim import Faults, running_simulator
 from test_pipeline_support import (
     check_finished,
     finish,
+    kill_runner_leaving,
     run_in_process,
     server_queue,
     settings_for,
@@ -57,10 +58,7 @@ def test_a_resume_cancels_what_a_dead_runner_left_on_the_server(tmp_path: Path) 
     # the resume finds waiting cannot finish before its cancel reaches the server.
     config = sim_config(tmp_path, fixed_prompt_s=0.5, faults=Faults(stuck_on_prompts=(1,)))
     with running_simulator(config) as sim:
-        runner = start_runner(order_file, sim.url, out_root)
-        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
-        runner.kill()
-        finish(runner)
+        kill_runner_leaving(order_file, out_root, [sim.url], prompts=2)
         left = server_queue(sim.url)
         # A short first deadline: without the cancel, the stuck prompt would hold the queue.
         settings = settings_for(sim.url, out_root, first_prompt_timeout_s=10.0)

@@ -223,6 +223,19 @@ def finish(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> tuple[int, s
     return proc.returncode, out
 
 
+def kill_runner_leaving(order_file: Path, output_root: Path, urls: list[str], prompts: int) -> None:
+    """Start a runner on the servers ``urls`` and kill -9 it once each server's queue holds
+    ``prompts`` prompts (a first prompt that hangs keeps them there, however slow the
+    machine): a dead runner's prompts left on the servers, for a resume to settle."""
+    runner = start_runner(order_file, urls[0], output_root, *urls[1:])
+    wait_for(
+        lambda: all(len(server_queue(url)) == prompts for url in urls),
+        f"{prompts} prompts on each server",
+    )
+    runner.kill()
+    finish(runner)
+
+
 @contextmanager
 def sim_process(tmp_path: Path, *args: str) -> Iterator[str]:
     """``python -m comfyline sim --port 0 ARGS`` as a separate process; yields its URL."""

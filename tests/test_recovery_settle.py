@@ -19,14 +19,13 @@ from comfyline.sim import Faults, running_simulator
 from line_support import BackgroundRun, foreign_prompt, interrupt, ledger_events
 from test_pipeline_support import (
     check_finished,
-    finish,
+    kill_runner_leaving,
     output_folder,
     run_in_process,
     server_queue,
     settings_for,
     sim_config,
     single_order,
-    start_runner,
     wait_for,
 )
 
@@ -40,10 +39,7 @@ def test_a_resume_deletes_what_a_dead_runner_left_waiting_in_the_queue(tmp_path:
     with running_simulator(config) as sim:
         blocker = foreign_prompt(sim.url)
         wait_for(lambda: server_queue(sim.url) == [blocker], "the other client's prompt")
-        runner = start_runner(order_file, sim.url, out)
-        wait_for(lambda: len(server_queue(sim.url)) == 3, "two of ours behind it")
-        runner.kill()
-        finish(runner)
+        kill_runner_leaving(order_file, out, [sim.url], prompts=3)  # two of ours behind it
         left = server_queue(sim.url)[1:]
         run = BackgroundRun(order_file, settings_for(sim.url, out))
         # Both settled (taken off the server, to be made again) before the queue moves on.
@@ -67,10 +63,7 @@ def test_a_finished_prompt_whose_image_is_gone_is_made_again_saying_why(tmp_path
     out = tmp_path / "out"
     config = sim_config(tmp_path, fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(1,)))
     with running_simulator(config) as sim:
-        runner = start_runner(order_file, sim.url, out)
-        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
-        runner.kill()
-        finish(runner)
+        kill_runner_leaving(order_file, out, [sim.url], prompts=2)
         # While nobody listens, the server fails the first (interrupted) and makes the second;
         # then its output folder is cleaned: the second's history lists an image it no longer
         # has.
@@ -104,10 +97,7 @@ def test_prompts_a_restarted_server_lost_are_sent_again_under_their_ids_and_logg
     # The first prompt hangs: the dead runner leaves slot 0 running and slot 1 waiting.
     config = sim_config(tmp_path, fixed_prompt_s=0.05, faults=Faults(stuck_on_prompts=(1,)))
     with running_simulator(config) as sim:
-        runner = start_runner(order_file, sim.url, out)
-        wait_for(lambda: len(server_queue(sim.url)) == 2, "two prompts on the server")
-        runner.kill()
-        finish(runner)
+        kill_runner_leaving(order_file, out, [sim.url], prompts=2)
         left = server_queue(sim.url)
         sim.restart(away_s=0.1)  # its queue and history go with it
         sim.wait_up()

@@ -13,14 +13,13 @@ from comfyline.sim import Faults, running_simulator
 from line_support import interrupt, ledger_events
 from test_pipeline_support import (
     check_finished,
-    finish,
+    kill_runner_leaving,
     output_folder,
     run_in_process,
     server_queue,
     settings_for,
     sim_config,
     single_order,
-    start_runner,
     wait_for,
 )
 
@@ -35,13 +34,7 @@ def test_a_resume_hands_back_every_slot_of_the_server_that_is_down(tmp_path: Pat
         running_simulator(sim_config(tmp_path / "a", fixed_prompt_s=0.05, faults=stuck)) as a,
         running_simulator(sim_config(tmp_path / "b", fixed_prompt_s=0.05, faults=stuck)) as b,
     ):
-        runner = start_runner(order_file, a.url, out, b.url)
-        wait_for(
-            lambda: len(server_queue(a.url)) == len(server_queue(b.url)) == 2,
-            "two prompts on each server",
-        )
-        runner.kill()
-        finish(runner)
+        kill_runner_leaving(order_file, out, [a.url, b.url], prompts=2)
         # While nobody listens, A fails the one (interrupted) and makes the other; B goes down
         # and stays down past the end of the order.
         failed_on_a, made_on_a = server_queue(a.url)
@@ -91,13 +84,7 @@ def test_what_a_restarted_server_lost_is_sent_again_to_that_server(tmp_path: Pat
         running_simulator(sim_config(tmp_path / "a", fixed_prompt_s=0.05, faults=stuck)) as a,
         running_simulator(sim_config(tmp_path / "b", fixed_prompt_s=0.05, faults=stuck)) as b,
     ):
-        runner = start_runner(order_file, a.url, out, b.url)
-        wait_for(
-            lambda: len(server_queue(a.url)) == len(server_queue(b.url)) == 2,
-            "two prompts on each server",
-        )
-        runner.kill()
-        finish(runner)
+        kill_runner_leaving(order_file, out, [a.url, b.url], prompts=2)
         lost_on_b = set(server_queue(b.url))
         b.restart(away_s=0.1)  # B's queue and history go with it; it is back for the resume
         b.wait_up()
