@@ -22,8 +22,9 @@ while it waits behind someone else's work, and starts again with every sign of p
 for the budget (``first_prompt_timeout_s``, later ``prompt_timeout_factor`` times the slowest
 prompt so far, at least ``min_prompt_timeout_s``) is interrupted - ``/interrupt`` names its
 prompt_id, so another client's prompt is never touched - and fails with :class:`ComfyTimeout`.
-While it waits, the queue is looked at on every ``status`` message and every ``queue_check_s``:
-a prompt of ours that left the queue without running was deleted (:class:`PromptDeleted`).
+While it waits, the queue is looked at after ``status`` messages (at most once every
+``queue_look_gap_s``) and every ``queue_check_s``: a prompt of ours that left the queue without
+running was deleted (:class:`PromptDeleted`).
 When the socket drops, the listener reconnects (backoff bounded by ``reconnect_timeout_s``)
 and reconciles every prompt in flight from ``/queue`` and ``/history``: still queued -> keep
 waiting; in history -> settled from there; in neither (the server restarted and lost it) ->
@@ -58,6 +59,7 @@ from comfyline.comfy.endpoint import Endpoint
 from comfyline.comfy.fetch import fetch_images
 from comfyline.comfy.prompts import PromptBook
 from comfyline.comfy.protocol import PromptState
+from comfyline.comfy.transport import AiohttpTransport
 from comfyline.errors import ComfyError, ComfyUnavailable, ExecutionInterrupted, ImageInvalid
 from comfyline.generation import GenerationRequest, GenerationResult
 from comfyline.settings import Settings
@@ -108,7 +110,8 @@ class ComfyUIAdapter:
         e = self.endpoint
         if self._http is None:
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(e.http_timeout_s, connect=e.connect_timeout_s)
+                transport=AiohttpTransport(),
+                timeout=httpx.Timeout(e.http_timeout_s, connect=e.connect_timeout_s),
             )
         self._client = ComfyClient(
             self.url,

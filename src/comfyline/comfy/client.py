@@ -63,7 +63,11 @@ def default_ws_connect(*, open_timeout_s: float, max_size: int = MAX_WS_MESSAGE_
     """A :data:`WsConnect` on the ``websockets`` library with an open timeout and a size limit."""
 
     async def connect(url: str) -> WsConnection:
-        return await _ws_connect(url, open_timeout=open_timeout_s, max_size=max_size)
+        # No permessage-deflate: ComfyUI's messages are a few hundred bytes of JSON, some thirty
+        # of them per image; inflating each cost both ends more CPU than it saved on the wire.
+        return await _ws_connect(
+            url, open_timeout=open_timeout_s, max_size=max_size, compression=None
+        )
 
     return connect
 

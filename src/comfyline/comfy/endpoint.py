@@ -30,6 +30,10 @@ class Endpoint:
     flap_window_s: float = 600.0
     queue_check_s: float = 10.0
     """How often a prompt that waits in the queue is looked for there (someone may delete it)."""
+    queue_look_gap_s: float = 1.0
+    """The least time between two such looks prompted by ``status`` messages. The server sends
+    one whenever any prompt comes or goes - two for each image - and a look at every one cost
+    the runner as much as downloading the image; a deleted prompt is noticed within this."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", check_url(self.url))

@@ -291,6 +291,7 @@ class PromptBook:
                         self.settle(prompt, exc)
                 except ComfyError:
                     pass  # gone for now: the next look (or the reconnect) settles them
+                await self._sleep(self.endpoint.queue_look_gap_s)
 
     async def _check_waiting(self, waiting: list[Prompt]) -> None:
         queue = await self.client.queue()

@@ -18,10 +18,12 @@ import os
 import random
 import re
 import textwrap
+import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -42,10 +44,64 @@ def render(width: int, height: int, seed: int | None, text: str, index: int) -> 
         colour = tuple(min(255, max(0, shade + rng.randrange(-30, 31))) for _ in range(3))
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape((x, y, x + w, y + h), fill=colour)
-    lines = [f"seed {seed}" + (f" #{index + 1}" if index else "")]
-    lines += textwrap.wrap(text, width=max(8, width // 7))[:6]
-    draw.multiline_text((6, 6), "\n".join(lines), fill=(255, 255, 255))
+    font = _font()
+    draw.text((6, 6), f"seed {seed}" + (f" #{index + 1}" if index else ""), WHITE, font)
+    block = _prompt_block(text, width)
+    if block is not None:  # the prompt's lines below the seed's
+        line = int(draw.textbbox((0, 0), "A", font)[3]) + _LINE_GAP
+        image.paste(WHITE, (6, 6 + line), block)
     return image
+
+
+WHITE = (255, 255, 255)
+_LINE_GAP = 4
+"""Pixels between lines of text (Pillow's default for multiline text)."""
+
+
+@lru_cache(maxsize=64)
+def _prompt_block(text: str, width: int) -> Image.Image | None:
+    """The prompt's wrapped lines as a mask: drawn once for a series, not for every image."""
+    lines = "\n".join(textwrap.wrap(text, width=max(8, width // 7))[:6])
+    if not lines:
+        return None
+    font = _font()
+    box = ImageDraw.Draw(Image.new("L", (1, 1))).multiline_textbbox((0, 0), lines, font)
+    mask = Image.new("L", (int(box[2]) + 1, int(box[3]) + 1))
+    ImageDraw.Draw(mask).multiline_text((0, 0), lines, 255, font, spacing=_LINE_GAP)
+    return mask
+
+
+_fonts = threading.local()
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    # Pillow loads its default font afresh for every new ImageDraw (a base64 blob through
+    # FreeType): once per thread is enough (a FreeType face is not for two threads at once).
+    font = getattr(_fonts, "font", None)
+    if font is None:
+        font = _fonts.font = ImageFont.load_default()
+    return font
+
+
+def draw_and_save(
+    kind: str,
+    width: int,
+    height: int,
+    seed: int | None,
+    text: str,
+    index: int,
+    path: Path,
+    info: PngInfo,
+) -> None:
+    """Draw one image - a ``picture`` (:func:`render`), seeded ``noise`` or ``black`` - and
+    save it (:func:`save_png`). Safe to call from a worker thread."""
+    if kind == "noise":
+        picture = noise(width, height, seed, index)
+    elif kind == "black":
+        picture = Image.new("RGB", (width, height))
+    else:
+        picture = render(width, height, seed, text, index)
+    save_png(picture, path, info)
 
 
 def noise(width: int, height: int, seed: int | None, index: int) -> Image.Image:

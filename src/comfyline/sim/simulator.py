@@ -655,7 +655,7 @@ class Simulator:
                 list(definition.get("output", [])),
                 self.config.upscale_model_factor,
             )
-        ui = self._save(run, class_type, inputs)
+        ui = await self._save(run, class_type, inputs)
         if ui:
             run.ui[node_id] = ui
             await self._executed(run, node_id, ui)
@@ -761,7 +761,9 @@ class Simulator:
 
     # --- images ----------------------------------------------------------------------------
 
-    def _save(self, run: _Run, class_type: str, inputs: nodes.Inputs) -> dict[str, Any] | None:
+    async def _save(
+        self, run: _Run, class_type: str, inputs: nodes.Inputs
+    ) -> dict[str, Any] | None:
         if class_type not in ("SaveImage", "PreviewImage"):
             return None
         image = inputs.get("images")
@@ -787,18 +789,20 @@ class Simulator:
         black = execution in faults.black_image_on_prompts or bool(
             faults.black_image_on_text and faults.black_image_on_text in image.text
         )
+        noisy = execution in faults.noise_images_on_prompts
         images = []
         saved = image.batch
         if execution in faults.extra_images_on_prompts:
             saved += faults.extra_images
         for index in range(saved):
             name = f"{stem}_{counter + index:05}_.png"
-            picture = render.render(width, height, image.seed, image.text, index)
-            if execution in faults.noise_images_on_prompts:
-                picture = render.noise(width, height, image.seed, index)
-            if black:
-                picture = Image.new("RGB", picture.size)
-            render.save_png(picture, folder / name, info)
+            kind_of = "black" if black else "noise" if noisy else "picture"
+            # Drawn and saved in a worker thread, as ComfyUI runs prompts in a thread of its
+            # own: the server answers /view and /prompt while it makes the next image.
+            await asyncio.to_thread(
+                render.draw_and_save,
+                *(kind_of, width, height, image.seed, image.text, index, folder / name, info),
+            )
             self._damage(execution, folder / name)
             self.stats.files_written += 1
             images.append({"filename": name, "subfolder": subfolder, "type": kind})

@@ -21,6 +21,7 @@ import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,7 +130,13 @@ def build_graph(request: Request, checkpoint: str | None) -> Graph:
     name ambiguous roles (over the workflow's own ``roles``); its ``inputs`` are applied last.
     Raises :class:`WorkflowError` when a role is missing or ambiguous, or a name is unknown.
     """
-    workflow = request.workflow or Workflow.builtin("txt2img")
+    workflow = request.workflow or _txt2img()
     graph = copy.deepcopy(workflow.graph)
     fill_graph(graph, request, checkpoint, {**workflow.roles, **request.nodes})
     return graph
+
+
+@cache
+def _txt2img() -> Workflow:
+    # Read and parsed once, not for every prompt: build_graph fills a copy, never this graph.
+    return Workflow.builtin("txt2img")
