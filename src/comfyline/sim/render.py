@@ -47,9 +47,9 @@ def render(width: int, height: int, seed: int | None, text: str, index: int) -> 
     font = _font()
     draw.text((6, 6), f"seed {seed}" + (f" #{index + 1}" if index else ""), WHITE, font)
     block = _prompt_block(text, width)
-    if block is not None:  # the prompt's lines below the seed's
-        line = int(draw.textbbox((0, 0), "A", font)[3]) + _LINE_GAP
-        image.paste(WHITE, (6, 6 + line), block)
+    if block is not None:  # the prompt's lines, one line below the seed's
+        top, mask = block
+        image.paste(WHITE, (6, 6 + top), mask)
     return image
 
 
@@ -59,16 +59,19 @@ _LINE_GAP = 4
 
 
 @lru_cache(maxsize=64)
-def _prompt_block(text: str, width: int) -> Image.Image | None:
-    """The prompt's wrapped lines as a mask: drawn once for a series, not for every image."""
+def _prompt_block(text: str, width: int) -> tuple[int, Image.Image] | None:
+    """The prompt's wrapped lines as a mask, and the height of one line of text (where the
+    block starts, below the seed's line): made once for a series, not for every image."""
     lines = "\n".join(textwrap.wrap(text, width=max(8, width // 7))[:6])
     if not lines:
         return None
     font = _font()
-    box = ImageDraw.Draw(Image.new("L", (1, 1))).multiline_textbbox((0, 0), lines, font)
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    line = int(measure.textbbox((0, 0), "A", font)[3]) + _LINE_GAP
+    box = measure.multiline_textbbox((0, 0), lines, font, spacing=_LINE_GAP)
     mask = Image.new("L", (int(box[2]) + 1, int(box[3]) + 1))
     ImageDraw.Draw(mask).multiline_text((0, 0), lines, 255, font, spacing=_LINE_GAP)
-    return mask
+    return line, mask
 
 
 _fonts = threading.local()

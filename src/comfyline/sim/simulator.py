@@ -789,19 +789,26 @@ class Simulator:
         black = execution in faults.black_image_on_prompts or bool(
             faults.black_image_on_text and faults.black_image_on_text in image.text
         )
-        noisy = execution in faults.noise_images_on_prompts
+        noise = execution in faults.noise_images_on_prompts
+        drawn = "black" if black else "noise" if noise else "picture"  # (black wins)
         images = []
         saved = image.batch
         if execution in faults.extra_images_on_prompts:
             saved += faults.extra_images
         for index in range(saved):
             name = f"{stem}_{counter + index:05}_.png"
-            kind_of = "black" if black else "noise" if noisy else "picture"
             # Drawn and saved in a worker thread, as ComfyUI runs prompts in a thread of its
             # own: the server answers /view and /prompt while it makes the next image.
             await asyncio.to_thread(
                 render.draw_and_save,
-                *(kind_of, width, height, image.seed, image.text, index, folder / name, info),
+                drawn,
+                width,
+                height,
+                image.seed,
+                image.text,
+                index,
+                folder / name,
+                info,
             )
             self._damage(execution, folder / name)
             self.stats.files_written += 1
