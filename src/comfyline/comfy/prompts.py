@@ -240,16 +240,11 @@ class PromptBook:
             self.settle(prompt, error)
 
     async def _reconnect(self) -> WsConnection:
-        try:
-            return await self.retrying(
-                self.client.connect_ws, retry_on=(ComfyUnavailable, ComfyProtocolError)
-            )
-        except (ComfyUnavailable, ComfyProtocolError) as exc:
-            raise ComfyUnavailable(
-                f"the ComfyUI server at {self.url} went away and did not come back within "
-                f"{self.endpoint.reconnect_timeout_s:g} s ({exc}); restart it, then run again "
-                "(finished images are kept)"
-            ) from exc
+        try:  # (a server coming up may answer the socket with an error page for a while)
+            retry_on = (ComfyUnavailable, ComfyProtocolError)
+            return await self.retrying(self.client.connect_ws, retry_on=retry_on)
+        except ComfyProtocolError as exc:
+            raise _gone(self.endpoint, exc) from exc
 
     async def _reconcile(self) -> None:
         """After a reconnect: settle, keep, or resend each prompt in flight (see module doc)."""
@@ -328,14 +323,27 @@ class PromptBook:
         *,
         retry_on: tuple[type[Exception], ...] = (ComfyUnavailable,),
     ) -> T:
-        """``call()``, again with backoff while the server is unreachable (a restart)."""
-        return await retry_unavailable(
-            call,
-            timeout_s=self.endpoint.reconnect_timeout_s,
-            clock=self._clock,
-            sleep=self._sleep,
-            retry_on=retry_on,
-        )
+        """``call()``, again with backoff while the server is unreachable (a restart). Past
+        the reconnect timeout every call says the same: the server went away (whichever of the
+        socket, a POST or a download gives up first)."""
+        try:
+            return await retry_unavailable(
+                call,
+                timeout_s=self.endpoint.reconnect_timeout_s,
+                clock=self._clock,
+                sleep=self._sleep,
+                retry_on=retry_on,
+            )
+        except ComfyUnavailable as exc:
+            raise _gone(self.endpoint, exc) from exc
+
+
+def _gone(endpoint: Endpoint, exc: ComfyError) -> ComfyUnavailable:
+    return ComfyUnavailable(
+        f"the ComfyUI server at {endpoint.url} went away and did not come back within "
+        f"{endpoint.reconnect_timeout_s:g} s ({exc}); restart it, then run again "
+        "(finished images are kept)"
+    )
 
 
 def _check_flapping(drops: deque[float], endpoint: Endpoint) -> None:
