@@ -15,7 +15,8 @@ aiohttp                                                httpx
 ``SocketTimeoutError``, ``ServerTimeoutError``         ``ReadTimeout``
 ``ServerDisconnectedError``, ``ClientPayloadError``,   ``RemoteProtocolError``
 ``ClientResponseError`` (a malformed answer)
-``ClientOSError`` (reset, broken pipe)                 ``ReadError``
+any other ``ClientConnectionError`` (reset, broken     ``ReadError``
+pipe, a connection closed under us)
 ``InvalidURL``, ``NonHttpUrlClientError``              ``InvalidURL``,
                                                        ``UnsupportedProtocol``
 =====================================================  ==========================
@@ -107,7 +108,7 @@ def _as_httpx(request: httpx.Request) -> Iterator[None]:
         aiohttp.ClientResponseError,
     ) as exc:
         raise httpx.RemoteProtocolError(_text(exc), request=request) from exc
-    except aiohttp.ClientOSError as exc:
+    except aiohttp.ClientConnectionError as exc:  # reset, broken pipe, closed under us
         raise httpx.ReadError(_text(exc), request=request) from exc
     except aiohttp.NonHttpUrlClientError as exc:
         raise httpx.UnsupportedProtocol(_text(exc), request=request) from exc
